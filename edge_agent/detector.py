@@ -1,0 +1,552 @@
+"""EV charging session detector: a pure, deterministic state machine per meter.
+
+Input: a meter's readings in time order (epoch seconds, whole-house W, register Wh).
+Output: transitions ``Started`` -> (``SuspendedEV`` -> ``Updated``)* -> ``Ended``.
+
+How it separates the EV from the house:
+
+* The *house floor* is the trailing minimum of power over the last hour. Cycling appliances
+  (AC compressors, ovens, dryers, fridges) fall back to it between cycles; an EV does not.
+* A *candidate* starts when power rises at least ``min_ev_power_w`` above the floor. It becomes
+  a session only if its excess over the floor never drops below the EV range for
+  ``confirm_s`` (default 40 min): a water heater, oven or AC cycle fails this, an EV passes.
+  ``Started`` is then published with the start time of the rising edge, not the confirm time.
+* While charging, EV power = excess over the pre-session floor, capped at the session's plateau
+  level, so appliances riding on top of the EV are not counted as EV.
+* Charging stops when the excess falls under ``low_fraction`` of the plateau. The stop time is
+  the last falling edge of EV size (an EV can stop while the AC still runs on top). A stop shorter
+  than ``pause_max_s`` with a return to the same level is a pause (``SuspendedEV`` then
+  ``Updated``); a longer one ends the session at the stop time.
+* EV energy comes from the register: register delta over the session minus the house's own
+  energy (whole-house power minus EV power), so the base load is removed. Intervals whose
+  register delta is missing, negative (reset, rollover, relative register) or implausible use
+  power x time instead; a session never uses a zero or missing register baseline.
+
+Readings: timestamps are taken as interval starts (a minute mean labelled at its minute), which
+fixes how partial first/last intervals are interpolated. A repeated timestamp is ignored, an
+older one (out of order or a clock stepped back) is dropped and counted, a gap longer than
+``max_gap_s`` (or 2.5 reading intervals) is bridged only when charging continues across it.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from schemas.pleevi import TransactionState
+
+DETECTOR_VERSION = "floor-step/1.0"
+_TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    min_ev_power_w: float = 1200.0
+    max_ev_power_w: float = 22_000.0
+    floor_window_s: float = 3600.0
+    plateau_window_s: float = 900.0
+    confirm_s: float = 40 * 60.0
+    low_fraction: float = 0.4
+    edge_fraction: float = 0.6
+    resume_fraction: float = 0.75
+    resume_confirm_s: float = 8 * 60.0
+    suspend_after_s: float = 5 * 60.0
+    pause_max_s: float = 30 * 60.0
+    max_gap_s: float = 20 * 60.0
+    max_session_s: float = 36 * 3600.0
+    cycle_lookback_s: float = 24 * 3600.0
+    cycle_min_count: int = 2
+    cycle_tolerance: float = 0.25
+    cyclic_confirm_s: float = 2.5 * 3600.0
+    post_check_s: float = 30 * 60.0
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    PENDING = "pending"
+    POSTCHECK = "postcheck"
+    CHARGING = "charging"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A state change to publish as a Pleevi transaction."""
+
+    state: TransactionState
+    asset_id: str
+    transaction_id: str
+    timestamp: float
+    start_time: float
+    stop_time: float | None
+    ev_power_w: float
+    ev_peak_power_w: float
+    ev_energy_wh: float
+    meter_energy_wh: float
+    confidence: float
+    sequence_number: int
+
+    @property
+    def duration_h(self) -> float:
+        end = self.stop_time if self.stop_time is not None else self.timestamp
+        return max(0.0, end - self.start_time) / 3600.0
+
+
+class _RollingMin:
+    """Minimum over a trailing time window (monotonic deque; amortised O(1))."""
+
+    __slots__ = ("items", "window")
+
+    def __init__(self, window: float, items: list[list[float]] | None = None) -> None:
+        self.window = window
+        self.items: deque[list[float]] = deque(items or [])
+
+    def push(self, t: float, value: float) -> None:
+        items = self.items
+        while items and items[-1][1] >= value:
+            items.pop()
+        items.append([t, value])
+        horizon = t - self.window
+        while items[0][0] < horizon:
+            items.popleft()
+
+    def value(self) -> float | None:
+        return self.items[0][1] if self.items else None
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
+@dataclass
+class _Session:
+    transaction_id: str
+    start: float
+    base_w: float
+    level_w: float
+    peak_w: float
+    sequence: int = 0
+    ev_wh: float = 0.0
+    meter_wh: float = 0.0
+    house_wh: float = 0.0
+    last_ev_w: float = 0.0
+    last_high: float = 0.0
+    fall_edge: float | None = None
+    low_since: float | None = None
+    suspended: bool = False
+    resume_since: float | None = None
+    excess_sum: float = 0.0
+    excess_sq: float = 0.0
+    samples: int = 0
+
+
+@dataclass
+class MeterDetector:
+    """Follows one meter. Feed readings with :meth:`update`; it returns transitions."""
+
+    asset_id: str
+    config: DetectorConfig = field(default_factory=DetectorConfig)
+    phase: Phase = Phase.IDLE
+    last_t: float | None = None
+    last_p: float = 0.0
+    last_e: float | None = None
+    interval_s: float = 60.0
+    history_start: float | None = None
+    dropped_readings: int = 0
+    floor: _RollingMin = field(init=False)
+    plateau: _RollingMin = field(init=False)
+    # Candidate (PENDING) state
+    cand_start: float = 0.0
+    cand_first_excess: float = 0.0
+    cand_base: float = 0.0
+    cand_excess: list[float] = field(default_factory=list)
+    cand_meter_wh: float = 0.0
+    cand_house_wh: float = 0.0
+    cand_ev_wh: float = 0.0
+    recent_cycles: list[list[float]] = field(default_factory=list)
+    post_stop: float = 0.0
+    post_level: float = 0.0
+    session: _Session | None = None
+
+    def __post_init__(self) -> None:
+        self.floor = _RollingMin(self.config.floor_window_s)
+        self.plateau = _RollingMin(self.config.plateau_window_s)
+
+    # ------------------------------------------------------------------ helpers
+    def _max_gap(self) -> float:
+        return max(self.config.max_gap_s, 2.5 * self.interval_s)
+
+    def _meter_delta(self, dt: float, energy_wh: float | None) -> float:
+        """Register energy over the last interval, or power x time when it is unusable."""
+        by_power = max(self.last_p, 0.0) * dt / 3600.0
+        if energy_wh is None or self.last_e is None:
+            return by_power
+        delta = energy_wh - self.last_e
+        ceiling = (max(self.last_p, 0.0) + self.config.max_ev_power_w) * dt / 3600.0 * 1.5 + 50
+        if delta < 0 or delta > ceiling:
+            return by_power
+        return delta
+
+    def _transition(self, state: TransactionState, t: float, stop: float | None) -> Transition:
+        s = self.session
+        assert s is not None
+        tr = Transition(
+            state=state,
+            asset_id=self.asset_id,
+            transaction_id=s.transaction_id,
+            timestamp=t,
+            start_time=s.start,
+            stop_time=stop,
+            ev_power_w=round(s.last_ev_w if state is not TransactionState.ENDED else 0.0, 1),
+            ev_peak_power_w=round(s.peak_w, 1),
+            ev_energy_wh=round(self._ev_energy(s), 1),
+            meter_energy_wh=round(s.meter_wh, 1),
+            confidence=round(self._confidence(s, (stop or t) - s.start), 3),
+            sequence_number=s.sequence,
+        )
+        s.sequence += 1
+        return tr
+
+    @staticmethod
+    def _ev_energy(s: _Session) -> float:
+        # Register delta minus the house's own energy: the EV's share of what the meter counted.
+        from_register = s.meter_wh - max(0.0, s.house_wh - s.ev_wh)
+        return min(max(from_register, 0.0), s.meter_wh) if s.meter_wh > 0 else s.ev_wh
+
+    def _confidence(self, s: _Session, duration: float) -> float:
+        mean = s.excess_sum / s.samples if s.samples else s.level_w
+        var = max(0.0, s.excess_sq / s.samples - mean * mean) if s.samples else 0.0
+        steadiness = 1.0 - min(1.0, math.sqrt(var) / max(mean, 1.0))
+        length = min(1.0, duration / 7200.0)
+        strength = min(1.0, s.level_w / 3000.0)
+        return max(0.05, min(0.99, 0.35 + 0.25 * length + 0.25 * steadiness + 0.15 * strength))
+
+    # ------------------------------------------------------------------ main entry
+    def update(self, t: float, power_w: float, energy_wh: float | None = None) -> list[Transition]:
+        """Feed one reading; returns the transitions it causes (usually none)."""
+        if self.last_t is not None and t <= self.last_t:
+            if t < self.last_t:
+                self.dropped_readings += 1
+            return []
+        if math.isnan(power_w):
+            self.dropped_readings += 1
+            return []
+        out: list[Transition] = []
+        if self.last_t is None:
+            self._start_history(t, power_w, energy_wh)
+            return out
+        dt = t - self.last_t
+        if dt > self._max_gap():
+            out.extend(self._gap(t, power_w, energy_wh, dt))
+            return out
+        self.interval_s += (dt - self.interval_s) * 0.05
+        meter = self._meter_delta(dt, energy_wh)
+        if self.phase is Phase.IDLE:
+            self._idle(t, power_w)
+        elif self.phase is Phase.PENDING:
+            out.extend(self._pending(t, power_w, dt, meter))
+        elif self.phase is Phase.POSTCHECK:
+            out.extend(self._postcheck(t, power_w))
+        else:
+            out.extend(self._charging(t, power_w, dt, meter))
+        if self.phase in (Phase.IDLE, Phase.PENDING, Phase.POSTCHECK):
+            self.floor.push(t, power_w)
+        self.last_t, self.last_p = t, power_w
+        if energy_wh is not None:
+            self.last_e = energy_wh
+        return out
+
+    def _start_history(self, t: float, power_w: float, energy_wh: float | None) -> None:
+        self.floor.clear()
+        self.floor.push(t, power_w)
+        self.history_start = t
+        self.last_t, self.last_p, self.last_e = t, power_w, energy_wh
+        self.phase = Phase.IDLE
+
+    # ------------------------------------------------------------------ phases
+    def _idle(self, t: float, p: float) -> None:
+        base = self.floor.value()
+        if base is None or self.history_start is None:
+            return
+        if t - self.history_start < min(900.0, self.config.floor_window_s):
+            return  # not enough history to know the house floor
+        excess = p - base
+        if excess >= self.config.min_ev_power_w:
+            self.phase = Phase.PENDING
+            self.cand_start = t
+            self.cand_base = base
+            self.cand_first_excess = excess
+            self.cand_excess = [excess]
+            self.cand_meter_wh = self.cand_house_wh = self.cand_ev_wh = 0.0
+
+    def _pending(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
+        cfg = self.config
+        excess = p - self.cand_base
+        self.cand_meter_wh += meter
+        self.cand_house_wh += max(self.last_p, 0.0) * dt / 3600.0
+        typical = sorted(self.cand_excess)[len(self.cand_excess) // 2]
+        settled = t - self.cand_start >= 600.0
+        if (
+            excess < cfg.min_ev_power_w * 0.7
+            or excess > cfg.max_ev_power_w * 1.5
+            or (settled and excess < cfg.low_fraction * typical)
+        ):
+            level = self._candidate_level()
+            if t - self.cand_start >= cfg.confirm_s and cfg.min_ev_power_w <= level:
+                # Long enough, but a cycling appliance of this size ran lately: an EV is not
+                # followed by the same load switching on again soon; wait and see.
+                self.phase = Phase.POSTCHECK
+                self.post_level = level
+                self.post_stop = self._stop_between(t, excess, level)
+                return []
+            self._abandon_candidate(t)
+            self._idle(t, p)
+            return []
+        self.cand_excess.append(excess)
+        if t - self.cand_start < cfg.confirm_s:
+            return []
+        level = self._candidate_level()
+        if level < cfg.min_ev_power_w or level > cfg.max_ev_power_w:
+            self._abandon_candidate(t)
+            return []
+        if t - self.cand_start < cfg.cyclic_confirm_s and self._cycling_nearby(t, level):
+            return []  # a cycling appliance of this size ran lately: wait for more evidence
+        return [self._confirm(t, level, min(excess, level))]
+
+    def _postcheck(self, t: float, p: float) -> list[Transition]:
+        excess = p - self.cand_base
+        if excess >= (1 - self.config.cycle_tolerance) * self.post_level:
+            self._abandon_candidate(t)  # the same load is back: a cycling appliance
+            self.phase = Phase.PENDING
+            self.cand_start, self.cand_first_excess, self.cand_excess = t, excess, [excess]
+            self.cand_meter_wh = self.cand_house_wh = self.cand_ev_wh = 0.0
+            return []
+        if t - self.post_stop < self.config.post_check_s:
+            return []
+        started = self._confirm(t, self.post_level, 0.0)
+        ended = self._end(t, self.post_stop)
+        return [started, ended]
+
+    def _candidate_level(self) -> float:
+        body = sorted(self.cand_excess[1:] or self.cand_excess)
+        return body[len(body) // 10]
+
+    def _confirm(self, t: float, level: float, ev_now: float) -> Transition:
+        cfg = self.config
+        dt = self.interval_s
+        start = self._interpolated_start(level)
+        ev_wh = sum(min(x, level) for x in self.cand_excess[:-1]) * dt / 3600.0
+        if self.phase is Phase.POSTCHECK:
+            ev_wh = sum(min(x, level) for x in self.cand_excess) * dt / 3600.0
+        tx = uuid.uuid5(_TX_NAMESPACE, f"{self.asset_id}|{start:.0f}|{DETECTOR_VERSION}")
+        self.session = s = _Session(
+            transaction_id=str(tx),
+            start=start,
+            base_w=self.cand_base,
+            level_w=level,
+            peak_w=level,
+            ev_wh=ev_wh,
+            meter_wh=self.cand_meter_wh,
+            house_wh=self.cand_house_wh,
+            last_ev_w=ev_now,
+            last_high=t,
+        )
+        for x in self.cand_excess[1:]:
+            s.excess_sum += min(x, level * 1.5)
+            s.excess_sq += min(x, level * 1.5) ** 2
+            s.samples += 1
+        self.plateau.clear()
+        for i, x in enumerate(self.cand_excess[-int(cfg.plateau_window_s / max(dt, 1)) - 1 :]):
+            self.plateau.push(t - dt * (len(self.cand_excess) - 1 - i), x)
+        self.phase = Phase.CHARGING
+        return self._transition(TransactionState.STARTED, t, None)
+
+    def _abandon_candidate(self, t: float) -> None:
+        """Forget a candidate; remember it as a cycle of some appliance if it lasted a while."""
+        self.phase = Phase.IDLE
+        if t - self.cand_start >= 180.0 and len(self.cand_excess) > 1:
+            body = sorted(self.cand_excess[1:])
+            self.recent_cycles.append([t, body[len(body) // 10]])
+        horizon = t - self.config.cycle_lookback_s
+        self.recent_cycles = [c for c in self.recent_cycles if c[0] >= horizon]
+
+    def _cycling_nearby(self, t: float, level: float) -> bool:
+        horizon = t - self.config.cycle_lookback_s
+        similar = [
+            c
+            for c in self.recent_cycles
+            if c[0] >= horizon and abs(c[1] - level) <= self.config.cycle_tolerance * level
+        ]
+        return len(similar) >= self.config.cycle_min_count
+
+    def _interpolated_start(self, level: float) -> float:
+        fraction = min(1.0, max(0.0, self.cand_first_excess / level))
+        return self.cand_start + self.interval_s * (1.0 - fraction)
+
+    def _charging(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
+        cfg = self.config
+        s = self.session
+        assert s is not None
+        excess = p - s.base_w
+        # Account the interval that just ended (the previous reading covers it).
+        s.meter_wh += meter
+        s.house_wh += max(self.last_p, 0.0) * dt / 3600.0
+        s.ev_wh += s.last_ev_w * dt / 3600.0
+        out: list[Transition] = []
+        high = excess >= max(cfg.low_fraction * s.level_w, cfg.min_ev_power_w * 0.5)
+        prev_excess = self.last_p - s.base_w
+
+        if self.phase is Phase.CHARGING:
+            if prev_excess - excess >= cfg.edge_fraction * s.level_w:
+                s.fall_edge = t
+            elif excess - prev_excess >= cfg.edge_fraction * s.level_w:
+                s.fall_edge = None
+            if high:
+                self.plateau.push(t, excess)
+                floor = self.plateau.value() or s.level_w
+                if t - s.start >= cfg.plateau_window_s and floor <= cfg.max_ev_power_w:
+                    s.peak_w = max(s.peak_w, floor)
+                s.last_ev_w = min(excess, max(s.level_w, floor))
+                s.last_high = t
+                s.excess_sum += min(excess, s.level_w * 1.5)
+                s.excess_sq += min(excess, s.level_w * 1.5) ** 2
+                s.samples += 1
+                if t - s.start > cfg.max_session_s:
+                    out.append(self._end(t, t))
+                return out
+            # Charging stopped: at the last EV-sized falling edge, else between readings.
+            stop = s.fall_edge if s.fall_edge is not None else self._interpolated_stop(excess, t, s)
+            s.low_since = stop
+            s.last_ev_w = max(0.0, min(excess, s.level_w)) if stop >= t else 0.0
+            self.phase = Phase.PAUSED
+            s.suspended = False
+            s.resume_since = None
+            return out
+
+        # PAUSED
+        assert s.low_since is not None
+        resumed = (
+            max(cfg.resume_fraction * s.level_w, cfg.min_ev_power_w * 0.7)
+            <= excess
+            <= (2 - cfg.resume_fraction) * s.level_w
+        ) or (s.resume_since is not None and excess >= cfg.resume_fraction * s.level_w)
+        if resumed:
+            if s.resume_since is None:
+                s.resume_since = t
+            s.last_ev_w = min(excess, s.level_w)
+            if t - s.resume_since >= min(cfg.resume_confirm_s, cfg.pause_max_s):
+                # Off and on again at the same level is also how a cycling appliance looks.
+                self.recent_cycles.append([t, s.level_w])
+                self.phase = Phase.CHARGING
+                s.fall_edge = None
+                s.last_high = t
+                self.plateau.clear()
+                if s.suspended:
+                    out.append(self._transition(TransactionState.UPDATED, t, None))
+                s.suspended = False
+            return out
+        s.resume_since = None
+        s.last_ev_w = 0.0
+        if t - s.low_since >= cfg.pause_max_s:
+            out.append(self._end(t, s.low_since))
+        elif not s.suspended and t - s.low_since >= cfg.suspend_after_s:
+            s.suspended = True
+            out.append(self._transition(TransactionState.SUSPENDED_EV, t, None))
+        return out
+
+    def _interpolated_stop(self, excess: float, t: float, s: _Session) -> float:
+        return self._stop_between(t, excess, s.level_w)
+
+    def _stop_between(self, t: float, excess: float, level: float) -> float:
+        fraction = min(1.0, max(0.0, excess / level))
+        if fraction < 0.2:
+            fraction = 0.0
+        return t - self.interval_s + self.interval_s * fraction if fraction else t
+
+    def _end(self, t: float, stop: float) -> Transition:
+        s = self.session
+        assert s is not None
+        # Energy counted after the stop (resume attempts that never confirmed) is not the EV's.
+        tr = self._transition(TransactionState.ENDED, t, max(stop, s.start))
+        self.session = None
+        self.phase = Phase.IDLE
+        self.floor.clear()
+        self.history_start = t
+        self.floor.push(t, self.last_p)
+        return tr
+
+    def _gap(self, t: float, p: float, energy_wh: float | None, dt: float) -> list[Transition]:
+        out: list[Transition] = []
+        s = self.session
+        if s is not None and self.phase is Phase.CHARGING and p - s.base_w >= 0.6 * s.level_w:
+            # Charging on both sides of the gap: bridge it, EV energy at the plateau level
+            # bounded by what the register says the house used.
+            meter = self._meter_delta(dt, energy_wh)
+            ev = min(s.level_w * dt / 3600.0, meter)
+            s.meter_wh += meter
+            s.ev_wh += ev
+            s.house_wh += ev + max(0.0, meter - ev)
+            self.last_t, self.last_p, self.last_e = t, p, energy_wh
+            return out
+        if s is not None:
+            stop = s.low_since if self.phase is Phase.PAUSED and s.low_since else s.last_high
+            out.append(self._end(self.last_t or t, stop + (0 if s.low_since else self.interval_s)))
+        self.phase = Phase.IDLE
+        self._start_history(t, p, energy_wh)
+        return out
+
+    def finish(self) -> list[Transition]:
+        """End an open session at the last reading (end of an offline file)."""
+        s = self.session
+        if s is None or self.last_t is None:
+            self.phase = Phase.IDLE
+            return []
+        stop = s.low_since if self.phase is Phase.PAUSED and s.low_since else self.last_t
+        return [self._end(self.last_t, stop)]
+
+    # ------------------------------------------------------------------ persistence
+    def snapshot(self) -> dict[str, Any]:
+        """Plain-JSON state, enough to resume after a restart without a second Started."""
+        return {
+            "asset_id": self.asset_id,
+            "phase": self.phase.value,
+            "last_t": self.last_t,
+            "last_p": self.last_p,
+            "last_e": self.last_e,
+            "interval_s": self.interval_s,
+            "history_start": self.history_start,
+            "dropped_readings": self.dropped_readings,
+            "floor": list(self.floor.items),
+            "plateau": list(self.plateau.items),
+            "cand_start": self.cand_start,
+            "cand_first_excess": self.cand_first_excess,
+            "cand_base": self.cand_base,
+            "cand_excess": self.cand_excess,
+            "cand_meter_wh": self.cand_meter_wh,
+            "cand_house_wh": self.cand_house_wh,
+            "cand_ev_wh": self.cand_ev_wh,
+            "recent_cycles": self.recent_cycles,
+            "post_stop": self.post_stop,
+            "post_level": self.post_level,
+            "session": None if self.session is None else vars(self.session).copy(),
+        }
+
+    @classmethod
+    def restore(cls, state: dict[str, Any], config: DetectorConfig | None = None) -> MeterDetector:
+        det = cls(state["asset_id"], config or DetectorConfig())
+        det.phase = Phase(state["phase"])
+        for name in (
+            "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
+            "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
+            "cand_ev_wh", "post_stop", "post_level",
+        ):  # fmt: skip
+            setattr(det, name, state[name])
+        det.cand_excess = list(state["cand_excess"])
+        det.recent_cycles = [list(c) for c in state["recent_cycles"]]
+        det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
+        det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])
+        det.session = None if state["session"] is None else _Session(**state["session"])
+        return det
