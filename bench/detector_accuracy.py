@@ -107,9 +107,8 @@ def main() -> None:
             naive.append((truth, threshold_baseline(trace)))
         print(fmt(f"{label} (detector)", pooled(ours)))
         print(fmt(f"{label} (threshold baseline)", pooled(naive)))
-        print(
-            f"<!-- {label}: {houses} houses x {args.days} days in {time.perf_counter() - began:.1f} s -->"
-        )
+        took = time.perf_counter() - began
+        print(f"<!-- {label}: {houses} houses x {args.days} days in {took:.1f} s -->")
 
 
 if __name__ == "__main__":

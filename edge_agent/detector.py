@@ -135,6 +135,7 @@ class _Session:
     last_ev_w: float = 0.0
     last_high: float = 0.0
     fall_edge: float | None = None
+    fall_error: float = 1.0
     low_since: float | None = None
     suspended: bool = False
     resume_since: float | None = None
@@ -153,7 +154,7 @@ class MeterDetector:
     last_t: float | None = None
     last_p: float = 0.0
     last_e: float | None = None
-    interval_s: float = 60.0
+    interval_s: float = 0.0
     history_start: float | None = None
     dropped_readings: int = 0
     floor: _RollingMin = field(init=False)
@@ -239,10 +240,12 @@ class MeterDetector:
             self._start_history(t, power_w, energy_wh)
             return out
         dt = t - self.last_t
+        if self.interval_s <= 0:
+            self.interval_s = dt  # the meter's resolution, learnt from its first interval
         if dt > self._max_gap():
             out.extend(self._gap(t, power_w, energy_wh, dt))
             return out
-        self.interval_s += (dt - self.interval_s) * 0.05
+        self.interval_s += (dt - self.interval_s) * 0.1
         meter = self._meter_delta(dt, energy_wh)
         if self.phase is Phase.IDLE:
             self._idle(t, power_w)
@@ -359,8 +362,9 @@ class MeterDetector:
             s.excess_sq += min(x, level * 1.5) ** 2
             s.samples += 1
         self.plateau.clear()
-        for i, x in enumerate(self.cand_excess[-int(cfg.plateau_window_s / max(dt, 1)) - 1 :]):
-            self.plateau.push(t - dt * (len(self.cand_excess) - 1 - i), x)
+        recent = self.cand_excess[-int(cfg.plateau_window_s / max(dt, 1)) - 1 :]
+        for i, x in enumerate(recent):
+            self.plateau.push(t - dt * (len(recent) - 1 - i), x)
         self.phase = Phase.CHARGING
         return self._transition(TransactionState.STARTED, t, None)
 
@@ -384,7 +388,7 @@ class MeterDetector:
 
     def _interpolated_start(self, level: float) -> float:
         fraction = min(1.0, max(0.0, self.cand_first_excess / level))
-        return self.cand_start + self.interval_s * (1.0 - fraction)
+        return round(self.cand_start + self.interval_s * (1.0 - fraction))
 
     def _charging(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
         cfg = self.config
@@ -400,9 +404,14 @@ class MeterDetector:
         prev_excess = self.last_p - s.base_w
 
         if self.phase is Phase.CHARGING:
-            if prev_excess - excess >= cfg.edge_fraction * s.level_w:
-                s.fall_edge = t
-            elif excess - prev_excess >= cfg.edge_fraction * s.level_w:
+            drop = prev_excess - excess
+            if drop >= cfg.edge_fraction * s.level_w:
+                # Of several EV-sized falls (EV and AC stopping), the EV's is the one whose
+                # size matches the EV's level best.
+                error = abs(drop - s.level_w) / s.level_w
+                if s.fall_edge is None or error < s.fall_error:
+                    s.fall_edge, s.fall_error = t, error
+            elif -drop >= cfg.edge_fraction * s.level_w:
                 s.fall_edge = None
             if high:
                 self.plateau.push(t, excess)
@@ -418,7 +427,10 @@ class MeterDetector:
                     out.append(self._end(t, t))
                 return out
             # Charging stopped: at the last EV-sized falling edge, else between readings.
-            stop = s.fall_edge if s.fall_edge is not None else self._interpolated_stop(excess, t, s)
+            stop = self._interpolated_stop(excess, t, s)
+            now_error = abs(prev_excess - excess - s.level_w) / s.level_w
+            if s.fall_edge is not None and s.fall_edge < t and s.fall_error < now_error:
+                stop = s.fall_edge
             s.low_since = stop
             s.last_ev_w = max(0.0, min(excess, s.level_w)) if stop >= t else 0.0
             self.phase = Phase.PAUSED
@@ -464,7 +476,7 @@ class MeterDetector:
         fraction = min(1.0, max(0.0, excess / level))
         if fraction < 0.2:
             fraction = 0.0
-        return t - self.interval_s + self.interval_s * fraction if fraction else t
+        return round(t - self.interval_s + self.interval_s * fraction) if fraction else t
 
     def _end(self, t: float, stop: float) -> Transition:
         s = self.session

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.timefmt import UtcDatetime
 
-_OURS = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+_OURS = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
 
 MAX_POWER_LIMIT_W = 1_000_000.0
 """Anything above 1 MW is not a session limit but a typo."""

@@ -42,7 +42,7 @@ OptStr = Annotated[str | None, Nullable]
 OptTime = Annotated[UtcDatetime | None, Nullable]
 OptPositive = Annotated[Annotated[float, Field(ge=0)] | None, Nullable]
 
-_OURS = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+_OURS = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
 
 
 class EntityType(StrEnum):
@@ -165,7 +165,9 @@ EntityIds = Annotated[
 class OnDemandRequest(BaseModel):
     """Body of ``POST .../on-demand`` (seed 000's parameter table)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True
+    )
 
     start_event_date: QueryInstant | None = Field(default=None, alias="StartEventDate")
     end_event_date: QueryInstant | None = Field(default=None, alias="EndEventDate")
@@ -216,7 +218,9 @@ TokenInstant = Annotated[QueryInstant | None, BeforeValidator(_blank_is_none)]
 class BatchTokens(BaseModel):
     """The ``tokens`` of seed 000's batch request; an empty string means no filter."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True
+    )
 
     start_event_date: TokenInstant = Field(default=None, alias="StartEventDate")
     end_event_date: TokenInstant = Field(default=None, alias="EndEventDate")
@@ -235,7 +239,9 @@ class BatchTokens(BaseModel):
 class BatchRequest(BaseModel):
     """Body of ``POST .../batch-request`` (seed 000)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True
+    )
 
     filetype: FileType
     tokens: BatchTokens = Field(default_factory=BatchTokens)

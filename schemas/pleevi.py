@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.timefmt import UtcDatetime
 
-_WIRE = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+_WIRE = ConfigDict(
+    frozen=True,
+    extra="forbid",
+    validate_by_name=True,
+    validate_by_alias=True,
+    str_strip_whitespace=True,
+)
 
 AssetId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^/#+\s]+$")]
 """Asset ids become topic levels, so MQTT wildcards, slashes and spaces are refused."""

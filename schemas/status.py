@@ -17,7 +17,9 @@ class GatewayState(StrEnum):
 class GatewayStatus(BaseModel):
     """Retained on the gateway's ``status`` topic; the Last Will sets ``state`` offline."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True
+    )
 
     gateway_id: str = Field(alias="gatewayId", min_length=1)
     state: GatewayState

@@ -1,0 +1,168 @@
+"""The edge agent: readings in, detector per meter, Pleevi messages out through the store.
+
+Readings are processed in small chunks; each chunk's messages and the detector states that
+produced them are committed to the store in one transaction, then handed to the publisher.
+Readings a restored detector has already seen (a replayed file after a restart) are skipped,
+so a restart neither repeats nor loses a transition.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from edge_agent.detector import DETECTOR_VERSION, DetectorConfig, MeterDetector, Phase, Transition
+from edge_agent.metrics import EdgeMetrics
+from edge_agent.offline import Reading
+from edge_agent.store import MEASUREMENT, TRANSACTION, AgentStore, Outgoing
+from schemas.pleevi import Measurement, Transaction
+from schemas.topics import EdgeKind, edge_topic
+
+log = logging.getLogger(__name__)
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def transaction_message(tr: Transition) -> Transaction:
+    """A detector transition as a Pleevi transaction with the documented extension fields."""
+    return Transaction(
+        assetId=tr.asset_id,
+        transactionId=tr.transaction_id,
+        timestamp=_utc(tr.timestamp),
+        transactionState=tr.state,
+        startTime=_utc(tr.start_time),
+        stopTime=_utc(tr.stop_time) if tr.stop_time is not None else None,
+        maxPower=tr.ev_peak_power_w or None,
+        evEnergy=tr.ev_energy_wh,
+        evPower=tr.ev_power_w,
+        evPeakPower=tr.ev_peak_power_w,
+        meterEnergy=tr.meter_energy_wh,
+        detectorVersion=DETECTOR_VERSION,
+        confidence=tr.confidence,
+        sequenceNumber=tr.sequence_number,
+    )
+
+
+class EdgeAgent:
+    def __init__(
+        self,
+        *,
+        site_id: str,
+        store: AgentStore,
+        metrics: EdgeMetrics,
+        topic_prefix: str = "ev/v1",
+        measurement_interval_s: float = 60.0,
+        detector_config: DetectorConfig | None = None,
+        chunk_size: int = 500,
+        on_commit: Any = None,
+    ) -> None:
+        self.site_id = site_id
+        self._store = store
+        self._metrics = metrics
+        self._prefix = topic_prefix
+        self._interval = measurement_interval_s
+        self._config = detector_config or DetectorConfig()
+        self._chunk = chunk_size
+        self._on_commit = on_commit
+        self.detectors: dict[str, MeterDetector] = {
+            asset: MeterDetector.restore(state["detector"], self._config)
+            for asset, state in store.states().items()
+        }
+        self._last_measurement: dict[str, float] = {
+            asset: state["last_measurement"] for asset, state in store.states().items()
+        }
+        self.last_reading_at: float | None = None
+        self._refresh_open_sessions()
+
+    def _refresh_open_sessions(self) -> None:
+        self._metrics.open_sessions.set(
+            sum(d.phase in (Phase.CHARGING, Phase.PAUSED) for d in self.detectors.values())
+        )
+
+    def _topic(self, asset: str, kind: EdgeKind) -> str:
+        return edge_topic(self.site_id, asset, kind, prefix=self._prefix)
+
+    def _handle(self, reading: Reading, out: list[Outgoing]) -> bool:
+        asset, t, power, energy = reading
+        det = self.detectors.get(asset)
+        if det is None:
+            det = self.detectors[asset] = MeterDetector(asset, self._config)
+        if det.last_t is not None and t <= det.last_t:
+            self._metrics.readings.labels("dropped").inc()
+            return False  # already seen (replay after restart) or out of order
+        for tr in det.update(t, power, energy):
+            msg = transaction_message(tr)
+            out.append(
+                Outgoing(
+                    self._topic(asset, EdgeKind.TRANSACTION),
+                    msg.model_dump_json(by_alias=True, exclude_none=True).encode(),
+                    TRANSACTION,
+                    asset,
+                )
+            )
+            self._metrics.transactions.labels(tr.state.value).inc()
+            log.info("%s %s %s", asset, tr.state.value, tr.transaction_id)
+        last = self._last_measurement.get(asset)
+        # A measurement needs a register value; none is invented when the meter gave none.
+        if (
+            energy is not None
+            and energy >= 0
+            and (last is None or t - last >= self._interval * 0.999)
+        ):
+            m = Measurement(assetId=asset, timestamp=_utc(t), energyValue=energy, powerValue=power)
+            out.append(
+                Outgoing(
+                    self._topic(asset, EdgeKind.MEASUREMENT),
+                    m.model_dump_json(by_alias=True, exclude_none=True).encode(),
+                    MEASUREMENT,
+                    asset,
+                )
+            )
+            self._last_measurement[asset] = t
+        self._metrics.readings.labels("used").inc()
+        return True
+
+    def process(self, readings: Iterable[Reading], stop: Any = None) -> None:
+        """Consume ``readings`` until exhausted or ``stop`` (a threading.Event) is set."""
+        out: list[Outgoing] = []
+        touched: set[str] = set()
+        pending = 0
+        for reading in readings:
+            if self._handle(reading, out):
+                touched.add(reading[0])
+                pending += 1
+                self.last_reading_at = time.time()
+            if pending >= self._chunk:
+                self._commit(out, touched)
+                out, touched, pending = [], set(), 0
+            if stop is not None and stop.is_set():
+                break
+        self._commit(out, touched)
+
+    def flush(self, readings: list[Reading]) -> None:
+        """Process a small batch and commit it at once (live sources)."""
+        out: list[Outgoing] = []
+        touched = {r[0] for r in readings if self._handle(r, out)}
+        self._commit(out, touched)
+
+    def _commit(self, out: list[Outgoing], touched: set[str]) -> None:
+        if not out and not touched:
+            return
+        states = {
+            asset: {
+                "detector": self.detectors[asset].snapshot(),
+                "last_measurement": self._last_measurement.get(asset),
+            }
+            for asset in touched
+        }
+        before = self._store.dropped_measurements
+        self._store.commit(out, states)
+        self._metrics.queue_dropped.inc(self._store.dropped_measurements - before)
+        self._refresh_open_sessions()
+        if self._on_commit is not None:
+            self._on_commit()

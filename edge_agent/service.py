@@ -1,0 +1,172 @@
+"""``python -m edge_agent run``: wires source, agent, store, publisher, status and metrics.
+
+Shutdown: a first SIGINT/SIGTERM stops intake and drains the queue under a deadline; what is
+not acknowledged stays in the store for the next start. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as mqtt
+from prometheus_client import CollectorRegistry
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.detector import DETECTOR_VERSION
+from edge_agent.metrics import EdgeMetrics
+from edge_agent.publisher import Publisher
+from edge_agent.settings import EdgeSettings, SourceKind
+from edge_agent.simulator import load_real_data
+from edge_agent.sources import GatewaySource, build_fleet, paced, replay_file, simulated_fleet
+from edge_agent.store import AgentStore
+from runtime.httpserver import serve_metrics
+from runtime.mqtt import make_connection
+from schemas.status import GatewayState, GatewayStatus
+from schemas.topics import EdgeKind, edge_topic
+
+log = logging.getLogger(__name__)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def status_payload(
+    settings: EdgeSettings, state: GatewayState, agent: EdgeAgent | None, store: AgentStore | None
+) -> bytes:
+    depth, age = store.depth() if store else (None, None)
+    last = agent.last_reading_at if agent else None
+    status = GatewayStatus(
+        gateway_id=settings.gateway_id,
+        state=state,
+        version=DETECTOR_VERSION,
+        meters=len(agent.detectors) if agent else 0,
+        queue_depth=depth,
+        oldest_queued_age_s=age,
+        last_reading_age_s=(time.time() - last) if last else None,
+        timestamp=datetime.now(UTC),
+    )
+    return status.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def run(settings: EdgeSettings) -> int:
+    registry = CollectorRegistry()
+    metrics = EdgeMetrics(registry)
+    store = AgentStore(settings.store_path, max_messages=settings.max_queue_messages)
+    status_topic = edge_topic(
+        settings.site_id, settings.gateway_id, EdgeKind.STATUS, prefix=settings.mqtt.topic_prefix
+    )
+    conn = make_connection(settings.mqtt, f"edge-{settings.site_id}-{settings.gateway_id}")
+    conn.client.will_set(
+        status_topic, status_payload(settings, GatewayState.OFFLINE, None, None), qos=1, retain=True
+    )
+    stop = threading.Event()
+    agent_ref: list[EdgeAgent] = []
+
+    def announce(client: mqtt.Client) -> None:
+        client.publish(
+            status_topic,
+            status_payload(
+                settings, GatewayState.ONLINE, agent_ref[0] if agent_ref else None, store
+            ),
+            qos=1,
+            retain=True,
+        )
+
+    publisher = Publisher(
+        store=store,
+        connection=conn,
+        metrics=metrics,
+        window=settings.publish_window,
+        on_connect=announce,
+    )
+    agent = EdgeAgent(
+        site_id=settings.site_id,
+        store=store,
+        metrics=metrics,
+        topic_prefix=settings.mqtt.topic_prefix,
+        measurement_interval_s=settings.measurement_interval_s,
+        on_commit=publisher.notify,
+    )
+    agent_ref.append(agent)
+    server = serve_metrics(
+        registry,
+        host=settings.metrics_host,
+        port=settings.metrics_port,
+        ready=lambda: metrics.connected._value.get() == 1,
+    )
+    log.info("metrics on http://%s:%s/metrics", *server.server_address[:2])
+
+    signals = {"count": 0}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            log.warning("second signal: exiting now; unacknowledged messages stay queued")
+            raise SystemExit(130)
+        log.info("signal %s: stopping intake and draining", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    def heartbeat() -> None:
+        while not stop.wait(settings.heartbeat_s):
+            depth, age = store.depth()
+            metrics.queue_depth.set(depth)
+            metrics.queue_age.set(age or 0.0)
+            if conn.client.is_connected():
+                announce(conn.client)
+
+    publisher.start()
+    threading.Thread(target=heartbeat, name="edge-heartbeat", daemon=True).start()
+    gateway: GatewaySource | None = None
+    try:
+        if settings.source is SourceKind.GATEWAY:
+            gateway = GatewaySource(
+                make_connection(settings.gateway_mqtt, f"edge-in-{settings.gateway_id}"),
+                settings.gateway_topic,
+            )
+            gateway.start()
+            for batch in gateway.batches(stop):
+                agent.flush(batch)
+        else:
+            if settings.source is SourceKind.FILE:
+                if settings.input is None:
+                    raise SystemExit("EDGE_INPUT (or --input) is required for the file source")
+                tz = ZoneInfo(settings.timezone) if settings.timezone else None
+                readings = replay_file(settings.input, speed=0.0, assume_tz=tz)
+            else:
+                fleet = build_fleet(
+                    settings.simulator_meters,
+                    days=settings.simulator_days,
+                    resolution_s=settings.resolution_s,
+                    seed=settings.simulator_seed,
+                    real=load_real_data(SHARED_DATA),
+                )
+                readings = simulated_fleet(fleet)
+            agent.process(paced(readings, settings.speed, stop), stop)
+            log.info("source exhausted; %s meters", len(agent.detectors))
+            if not settings.exit_when_done:
+                stop.wait()
+        drained = publisher.drain(timeout=30.0 if not stop.is_set() else 10.0)
+        depth, _ = store.depth()
+        log.info("stopping: queue drained=%s, %s messages left for the next start", drained, depth)
+        if conn.client.is_connected():
+            conn.client.publish(
+                status_topic,
+                status_payload(settings, GatewayState.OFFLINE, agent, store),
+                qos=1,
+                retain=True,
+            ).wait_for_publish(2)
+    finally:
+        if gateway:
+            gateway.stop()
+        publisher.stop()
+        server.shutdown()
+        store.close()
+    return 0

@@ -1,0 +1,47 @@
+"""Edge agent settings: environment variables with prefix ``EDGE_`` (nested with ``__``)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.mqtt import MqttSettings
+
+
+class SourceKind(StrEnum):
+    FILE = "file"
+    SIMULATOR = "simulator"
+    GATEWAY = "gateway"
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGE_", env_nested_delimiter="__", frozen=True)
+
+    site_id: str = Field(default="site-1", pattern=r"^[^/#+\s]{1,128}$")
+    gateway_id: str = Field(default="gateway-1", pattern=r"^[^/#+\s]{1,128}$")
+    mqtt: MqttSettings = MqttSettings()
+    store_path: Path = Path(".run/edge/agent.sqlite3")
+    max_queue_messages: int = Field(default=1_000_000, ge=1000)
+    publish_window: int = Field(default=500, ge=1, le=65_000)
+    measurement_interval_s: float = Field(
+        default=60.0, gt=0, le=300, description="Pleevi asks for at least one every 5 min."
+    )
+    heartbeat_s: float = Field(default=30.0, gt=0)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = any free port.")
+    source: SourceKind = SourceKind.SIMULATOR
+    input: Path | None = None
+    timezone: str | None = Field(default=None, description="Assumed for naive file timestamps.")
+    speed: float = Field(default=0.0, ge=0, description="Replay speed x real time; 0 = max.")
+    simulator_meters: int = Field(default=20, ge=1)
+    simulator_days: int = Field(default=3, ge=1)
+    simulator_seed: int = 0
+    resolution_s: int = Field(default=60, ge=1, le=900)
+    gateway_mqtt: MqttSettings = MqttSettings()
+    gateway_topic: str = "gateway/+/measurement"
+    exit_when_done: bool = Field(
+        default=True, description="File/simulator sources: exit once all is acknowledged."
+    )

@@ -1,0 +1,258 @@
+"""Session detector: every transition and edge case, on synthetic step traces."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from edge_agent.detector import DetectorConfig, MeterDetector, Phase, Transition
+from schemas.pleevi import TransactionState as S
+
+T0 = 1_720_000_000.0  # 2024-07-03T09:46:40Z
+BASE = 300.0
+
+
+def trace(step_s: float, hours: float, ev, base=lambda t: BASE):
+    """Readings (t, W, cumulative Wh) for ``ev(t)`` W on top of ``base(t)`` W."""
+    out, energy = [], 1_000_000.0
+    n = int(hours * 3600 / step_s)
+    for i in range(n):
+        t = T0 + i * step_s
+        p = base(t) + ev(t)
+        out.append((t, p, energy))
+        energy += p * step_s / 3600
+    return out
+
+
+def window(start_h, end_h, watts):
+    return lambda t: watts if T0 + start_h * 3600 <= t < T0 + end_h * 3600 else 0.0
+
+
+def run(readings, config=None, detector=None) -> tuple[MeterDetector, list[Transition]]:
+    det = detector or MeterDetector("m1", config or DetectorConfig())
+    out = []
+    for t, p, e in readings:
+        out += det.update(t, p, e)
+    return det, out
+
+
+def states(transitions):
+    return [tr.state for tr in transitions]
+
+
+def sessions(transitions):
+    """Start and end transitions only (a stop is first reported as SuspendedEV)."""
+    return [tr.state for tr in transitions if tr.state in (S.STARTED, S.ENDED)]
+
+
+def test_clean_session_start_end_power_energy():
+    """A 2 h 3.5 kW charge gives Started then Ended with EV-only power and energy."""
+    _, out = run(trace(60, 6, window(1, 3, 3500)))
+    assert states(out) == [S.STARTED, S.SUSPENDED_EV, S.ENDED]
+    started, suspended, ended = out
+    assert suspended.timestamp == pytest.approx(T0 + 3 * 3600 + 5 * 60, abs=60)
+    assert started.start_time == pytest.approx(T0 + 3600, abs=60)
+    assert started.timestamp >= started.start_time + 40 * 60  # confirmed, then backdated
+    assert ended.stop_time == pytest.approx(T0 + 3 * 3600, abs=60)
+    assert ended.ev_peak_power_w == pytest.approx(3500, rel=0.02)
+    assert ended.ev_energy_wh == pytest.approx(7000, rel=0.03)
+    assert ended.meter_energy_wh == pytest.approx(7000 + 2 * BASE, rel=0.03)
+    assert started.transaction_id == ended.transaction_id
+    assert [tr.sequence_number for tr in out] == [0, 1, 2]
+    assert 0 < ended.confidence <= 1
+
+
+def test_pause_and_resume_is_one_session():
+    """Stop for 15 min and resume: SuspendedEV then Updated, one transaction, seq 0..3."""
+    ev = lambda t: window(1, 2, 7000)(t) + window(2.25, 3.5, 7000)(t)  # noqa: E731
+    _, out = run(trace(60, 6, ev))
+    assert states(out) == [S.STARTED, S.SUSPENDED_EV, S.UPDATED, S.SUSPENDED_EV, S.ENDED]
+    assert len({tr.transaction_id for tr in out}) == 1
+    assert [tr.sequence_number for tr in out] == [0, 1, 2, 3, 4]
+    assert out[-1].stop_time == pytest.approx(T0 + 3.5 * 3600, abs=60)
+    assert out[-1].ev_energy_wh == pytest.approx(7000 * 2.25, rel=0.03)
+
+
+def test_long_stop_ends_at_the_stop_time():
+    """Off for longer than pause_max: the session ends when charging stopped, not later."""
+    ev = lambda t: window(1, 2, 7000)(t) + window(3, 4, 7000)(t)  # noqa: E731
+    _, out = run(trace(60, 6, ev))
+    first_end = next(tr for tr in out if tr.state is S.ENDED)
+    assert first_end.stop_time == pytest.approx(T0 + 2 * 3600, abs=60)
+    assert states(out).count(S.STARTED) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "load"),
+    [
+        ("water heater 25 min", window(1, 1 + 25 / 60, 4500)),
+        ("kettle", window(1, 1.05, 2000)),
+        (
+            "oven cycling",
+            lambda t: 2800.0 if 1 * 3600 <= t - T0 < 2 * 3600 and (t - T0) % 600 < 240 else 0.0,
+        ),
+        ("below EV range", window(1, 4, 800)),
+    ],
+)
+def test_appliances_are_not_sessions(name, load):
+    """Short, cycling or small loads never become sessions."""
+    det, out = run(trace(60, 6, load))
+    assert out == [], name
+    assert det.phase is Phase.IDLE
+
+
+def test_ac_on_top_is_not_ev_energy():
+    """An AC cycling on top of a charge is not counted as EV power or energy."""
+    ac = lambda t: 3000.0 if (t - T0) % 1200 < 600 else 0.0  # noqa: E731
+    ev = window(1, 3, 3300)
+    _, out = run(trace(60, 5, lambda t: ev(t) + (ac(t) if 1.5 * 3600 < t - T0 < 2.5 * 3600 else 0)))
+    ended = out[-1]
+    assert ended.state is S.ENDED
+    assert ended.ev_energy_wh == pytest.approx(6600, rel=0.05)
+    assert ended.ev_peak_power_w == pytest.approx(3300, rel=0.05)
+
+
+def test_ev_stopping_while_ac_runs_ends_at_the_ev_edge():
+    """The stop time is the EV's own falling edge even when the AC keeps running on top."""
+    ev = window(1, 3, 3300)
+    ac = window(2.5, 3.25, 3000)
+    _, out = run(trace(60, 5, lambda t: ev(t) + ac(t)))
+    assert out[-1].stop_time == pytest.approx(T0 + 3 * 3600, abs=120)
+
+
+@pytest.mark.parametrize("step", [1, 60, 900])
+def test_any_resolution(step):
+    """1 s, 1 min and 15 min readings all find the session within a reading interval."""
+    _, out = run(trace(step, 8, window(2, 5, 7200)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 2 * 3600, abs=max(step, 60))
+    assert out[-1].stop_time == pytest.approx(T0 + 5 * 3600, abs=max(step, 60))
+    assert out[-1].ev_energy_wh == pytest.approx(7200 * 3, rel=0.05)
+
+
+def test_same_input_same_transaction_id():
+    """Replaying the same readings gives the same transactionId (stable across replays)."""
+    readings = trace(60, 6, window(1, 3, 3500))
+    _, a = run(readings)
+    _, b = run(readings)
+    assert [tr.transaction_id for tr in a] == [tr.transaction_id for tr in b]
+
+
+def test_restart_mid_session_ends_once_with_same_id():
+    """A snapshot restored mid-session continues it: no second Started, same id at Ended."""
+    readings = trace(60, 6, window(1, 3, 3500))
+    det, first = run(readings[:120])  # two hours in: started, not ended
+    assert states(first) == [S.STARTED]
+    restored = MeterDetector.restore(det.snapshot())
+    _, rest = run(readings[120:], detector=restored)
+    assert sessions(rest) == [S.ENDED]
+    assert rest[0].transaction_id == first[0].transaction_id
+    assert rest[0].ev_energy_wh == pytest.approx(7000, rel=0.03)
+
+
+def test_register_reset_and_rollover_do_not_corrupt_energy():
+    """A register that resets to zero mid-session is bridged with power x time."""
+    readings = trace(60, 6, window(1, 3, 3500))
+    reset = [(t, p, e - 1_000_000.0 if t > T0 + 2 * 3600 else e) for t, p, e in readings]
+    _, out = run(reset)
+    assert out[-1].ev_energy_wh == pytest.approx(7000, rel=0.03)
+
+
+def test_missing_register_falls_back_to_power():
+    """No register values at all: energy is integrated from power, never from a zero baseline."""
+    readings = [(t, p, None) for t, p, _ in trace(60, 6, window(1, 3, 3500))]
+    _, out = run(readings)
+    assert out[-1].ev_energy_wh == pytest.approx(7000, rel=0.03)
+
+
+def test_session_relative_register():
+    """A register counting from zero at each session start (seed 002) still gives EV energy."""
+    readings = trace(60, 6, window(1, 3, 3500))
+    relative = [(t, p, max(0.0, e - readings[60][2])) for t, p, e in readings]
+    _, out = run(relative)
+    assert out[-1].ev_energy_wh == pytest.approx(7000, rel=0.03)
+
+
+def test_out_of_order_and_repeated_readings_are_dropped():
+    """Repeats are ignored, older readings dropped and counted; the result is unchanged."""
+    readings = trace(60, 6, window(1, 3, 3500))
+    noisy = []
+    for i, r in enumerate(readings):
+        noisy.append(r)
+        if i % 10 == 0:
+            noisy.append(r)  # repeated
+        if i % 17 == 0 and i > 1:
+            noisy.append(readings[i - 2])  # late / out of order
+    det, out = run(noisy)
+    _, clean = run(readings)
+    assert [(tr.state, tr.start_time, tr.stop_time) for tr in out] == [
+        (tr.state, tr.start_time, tr.stop_time) for tr in clean
+    ]
+    assert det.dropped_readings == sum(1 for i in range(len(readings)) if i % 17 == 0 and i > 1)
+
+
+def test_clock_jump_back_is_dropped_until_caught_up():
+    """A clock stepped back an hour: those readings are dropped, the session is not split."""
+    readings = trace(60, 6, window(1, 3, 3500))
+    jumped = readings[:150] + [(t - 3600, p, e) for t, p, e in readings[150:170]] + readings[150:]
+    _, out = run(jumped)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+
+
+def test_short_gap_is_bridged_long_gap_ends_session():
+    """Missing rows shorter than max_gap keep a session; a long outage with load gone ends it."""
+    readings = trace(60, 6, window(1, 3, 3500))
+    short_gap = [r for r in readings if not (T0 + 2 * 3600 <= r[0] < T0 + 2 * 3600 + 600)]
+    _, out = run(short_gap)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[-1].ev_energy_wh == pytest.approx(7000, rel=0.05)
+    long_gap = [r for r in readings if not (T0 + 2 * 3600 <= r[0] < T0 + 4 * 3600)]
+    _, out = run(long_gap)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[-1].stop_time <= T0 + 2 * 3600 + 60
+
+
+def test_nan_power_is_dropped():
+    """A reading without power is dropped and counted, not treated as zero."""
+    det = MeterDetector("m1")
+    det.update(T0, 300.0, 1.0)
+    assert det.update(T0 + 60, math.nan, 2.0) == []
+    assert det.dropped_readings == 1
+
+
+def test_finish_closes_an_open_session():
+    """At the end of an offline file an open session ends at the last reading."""
+    det, out = run(trace(60, 3, window(1, 5, 3500)))
+    assert states(out) == [S.STARTED]
+    ended = det.finish()
+    assert states(ended) == [S.ENDED]
+    assert ended[0].stop_time == pytest.approx(T0 + 3 * 3600 - 60, abs=1)
+
+
+def test_cycling_appliance_of_ev_size_is_not_a_session():
+    """Once an EV-sized load has been seen cycling, its long runs (45 min) are not sessions."""
+
+    def ac(t):
+        minute = (t - T0) / 60
+        if minute < 60:
+            return 0.0
+        if minute < 240:  # morning: 20 min on, 10 off
+            return 3300.0 if (minute - 60) % 30 < 20 else 0.0
+        return 3300.0 if (minute - 240) % 55 < 45 else 0.0  # afternoon: 45 on, 10 off
+
+    _, out = run(trace(60, 10, ac))
+    assert S.STARTED not in states(out)
+
+
+def test_ev_after_cycling_appliance_of_other_size_is_found():
+    """A cycling 2.5 kW AC does not hide a 7 kW charge that follows it."""
+
+    def load(t):
+        minute = (t - T0) / 60
+        ac = 2500.0 if 60 <= minute < 300 and (minute - 60) % 30 < 20 else 0.0
+        return ac + (7000.0 if 330 <= minute < 480 else 0.0)
+
+    _, out = run(trace(60, 10, load))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 330 * 60, abs=60)
