@@ -41,6 +41,7 @@ class Publisher:
         self._inflight: dict[int, tuple[Queued, float]] = {}
         self._acked: list[Queued] = []
         self._refused: list[tuple[Queued, str]] = []
+        self._early: dict[int, ReasonCode] = {}
         self._last_id = 0
         self._connected = threading.Event()
         self._wake = threading.Event()
@@ -73,14 +74,19 @@ class Publisher:
         with self._lock:
             entry = self._inflight.pop(mid, None)
             if entry is None:
+                # The PUBACK beat the registration in _send_more: settle it there.
+                self._early[mid] = rc
                 return
-            item, sent = entry
-            if rc.is_failure:
-                self._refused.append((item, str(rc)))
-            else:
-                self._acked.append(item)
-                self._metrics.publish_latency.observe(time.monotonic() - sent)
+            self._settle_one(entry, rc)
         self._wake.set()
+
+    def _settle_one(self, entry: tuple[Queued, float], rc: ReasonCode) -> None:
+        item, sent = entry
+        if rc.is_failure:
+            self._refused.append((item, str(rc)))
+        else:
+            self._acked.append(item)
+            self._metrics.publish_latency.observe(time.monotonic() - sent)
 
     # publisher thread -------------------------------------------------------------------------
     def start(self) -> None:
@@ -122,9 +128,15 @@ class Publisher:
         if room <= 0:
             return
         for item in self._store.pending(self._last_id, room):
+            # Never hold our lock while paho holds its own (its thread calls _on_publish).
+            sent = time.monotonic()
+            info = self._conn.client.publish(item.topic, item.payload, qos=1)
             with self._lock:
-                info = self._conn.client.publish(item.topic, item.payload, qos=1)
-                self._inflight[info.mid] = (item, time.monotonic())
+                early = self._early.pop(info.mid, None)
+                if early is None:
+                    self._inflight[info.mid] = (item, sent)
+                else:
+                    self._settle_one((item, sent), early)
             self._last_id = item.id
             if info.rc == mqtt.MQTT_ERR_NO_CONN:
                 break  # paho keeps it and sends it on reconnect
