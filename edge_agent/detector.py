@@ -164,6 +164,7 @@ class MeterDetector:
     cand_first_excess: float = 0.0
     cand_base: float = 0.0
     cand_excess: list[float] = field(default_factory=list)
+    cand_sum: float = 0.0
     cand_meter_wh: float = 0.0
     cand_house_wh: float = 0.0
     cand_ev_wh: float = 0.0
@@ -283,6 +284,7 @@ class MeterDetector:
             self.cand_base = base
             self.cand_first_excess = excess
             self.cand_excess = [excess]
+            self.cand_sum = excess
             self.cand_meter_wh = self.cand_house_wh = self.cand_ev_wh = 0.0
 
     def _pending(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
@@ -290,7 +292,7 @@ class MeterDetector:
         excess = p - self.cand_base
         self.cand_meter_wh += meter
         self.cand_house_wh += max(self.last_p, 0.0) * dt / 3600.0
-        typical = sorted(self.cand_excess)[len(self.cand_excess) // 2]
+        typical = self.cand_sum / len(self.cand_excess)  # O(1): this runs on every reading
         settled = t - self.cand_start >= 600.0
         if (
             excess < cfg.min_ev_power_w * 0.7
@@ -309,6 +311,7 @@ class MeterDetector:
             self._idle(t, p)
             return []
         self.cand_excess.append(excess)
+        self.cand_sum += excess
         if t - self.cand_start < cfg.confirm_s:
             return []
         level = self._candidate_level()
@@ -325,6 +328,7 @@ class MeterDetector:
             self._abandon_candidate(t)  # the same load is back: a cycling appliance
             self.phase = Phase.PENDING
             self.cand_start, self.cand_first_excess, self.cand_excess = t, excess, [excess]
+            self.cand_sum = excess
             self.cand_meter_wh = self.cand_house_wh = self.cand_ev_wh = 0.0
             return []
         if t - self.post_stop < self.config.post_check_s:
@@ -540,6 +544,7 @@ class MeterDetector:
             "cand_meter_wh": self.cand_meter_wh,
             "cand_house_wh": self.cand_house_wh,
             "cand_ev_wh": self.cand_ev_wh,
+            "cand_sum": self.cand_sum,
             "recent_cycles": self.recent_cycles,
             "post_stop": self.post_stop,
             "post_level": self.post_level,
@@ -553,7 +558,7 @@ class MeterDetector:
         for name in (
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
-            "cand_ev_wh", "post_stop", "post_level",
+            "cand_ev_wh", "post_stop", "post_level", "cand_sum",
         ):  # fmt: skip
             setattr(det, name, state[name])
         det.cand_excess = list(state["cand_excess"])
