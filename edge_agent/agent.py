@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from edge_agent.detector import DETECTOR_VERSION, DetectorConfig, MeterDetector, Phase, Transition
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.offline import Reading
@@ -69,12 +71,13 @@ class EdgeAgent:
         self._config = detector_config or DetectorConfig()
         self._chunk = chunk_size
         self._on_commit = on_commit
+        saved = store.states()
         self.detectors: dict[str, MeterDetector] = {
             asset: MeterDetector.restore(state["detector"], self._config)
-            for asset, state in store.states().items()
+            for asset, state in saved.items()
         }
         self._last_measurement: dict[str, float] = {
-            asset: state["last_measurement"] for asset, state in store.states().items()
+            asset: state["last_measurement"] for asset, state in saved.items()
         }
         self.last_reading_at: float | None = None
         self._refresh_open_sessions()
@@ -84,8 +87,13 @@ class EdgeAgent:
             sum(d.phase in (Phase.CHARGING, Phase.PAUSED) for d in self.detectors.values())
         )
 
-    def _topic(self, asset: str, kind: EdgeKind) -> str:
-        return edge_topic(self.site_id, asset, kind, prefix=self._prefix)
+    def _outgoing(self, asset: str, kind: EdgeKind, message: BaseModel) -> Outgoing:
+        return Outgoing(
+            edge_topic(self.site_id, asset, kind, prefix=self._prefix),
+            message.model_dump_json(by_alias=True, exclude_none=True).encode(),
+            MEASUREMENT if kind is EdgeKind.MEASUREMENT else TRANSACTION,
+            asset,
+        )
 
     def _handle(self, reading: Reading, out: list[Outgoing]) -> bool:
         asset, t, power, energy = reading
@@ -96,15 +104,7 @@ class EdgeAgent:
             self._metrics.readings.labels("dropped").inc()
             return False  # already seen (replay after restart) or out of order
         for tr in det.update(t, power, energy):
-            msg = transaction_message(tr)
-            out.append(
-                Outgoing(
-                    self._topic(asset, EdgeKind.TRANSACTION),
-                    msg.model_dump_json(by_alias=True, exclude_none=True).encode(),
-                    TRANSACTION,
-                    asset,
-                )
-            )
+            out.append(self._outgoing(asset, EdgeKind.TRANSACTION, transaction_message(tr)))
             self._metrics.transactions.labels(tr.state.value).inc()
             log.info("%s %s %s", asset, tr.state.value, tr.transaction_id)
         last = self._last_measurement.get(asset)
@@ -115,14 +115,7 @@ class EdgeAgent:
             and (last is None or t - last >= self._interval * 0.999)
         ):
             m = Measurement(assetId=asset, timestamp=_utc(t), energyValue=energy, powerValue=power)
-            out.append(
-                Outgoing(
-                    self._topic(asset, EdgeKind.MEASUREMENT),
-                    m.model_dump_json(by_alias=True, exclude_none=True).encode(),
-                    MEASUREMENT,
-                    asset,
-                )
-            )
+            out.append(self._outgoing(asset, EdgeKind.MEASUREMENT, m))
             self._last_measurement[asset] = t
         self._metrics.readings.labels("used").inc()
         return True

@@ -167,7 +167,6 @@ class MeterDetector:
     cand_sum: float = 0.0
     cand_meter_wh: float = 0.0
     cand_house_wh: float = 0.0
-    cand_ev_wh: float = 0.0
     recent_cycles: list[list[float]] = field(default_factory=list)
     post_stop: float = 0.0
     post_level: float = 0.0
@@ -285,7 +284,7 @@ class MeterDetector:
             self.cand_first_excess = excess
             self.cand_excess = [excess]
             self.cand_sum = excess
-            self.cand_meter_wh = self.cand_house_wh = self.cand_ev_wh = 0.0
+            self.cand_meter_wh = self.cand_house_wh = 0.0
 
     def _pending(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
         cfg = self.config
@@ -329,7 +328,7 @@ class MeterDetector:
             self.phase = Phase.PENDING
             self.cand_start, self.cand_first_excess, self.cand_excess = t, excess, [excess]
             self.cand_sum = excess
-            self.cand_meter_wh = self.cand_house_wh = self.cand_ev_wh = 0.0
+            self.cand_meter_wh = self.cand_house_wh = 0.0
             return []
         if t - self.post_stop < self.config.post_check_s:
             return []
@@ -431,7 +430,7 @@ class MeterDetector:
                     out.append(self._end(t, t))
                 return out
             # Charging stopped: at the last EV-sized falling edge, else between readings.
-            stop = self._interpolated_stop(excess, t, s)
+            stop = self._stop_between(t, excess, s.level_w)
             now_error = abs(prev_excess - excess - s.level_w) / s.level_w
             if s.fall_edge is not None and s.fall_edge < t and s.fall_error < now_error:
                 stop = s.fall_edge
@@ -473,9 +472,6 @@ class MeterDetector:
             out.append(self._transition(TransactionState.SUSPENDED_EV, t, None))
         return out
 
-    def _interpolated_stop(self, excess: float, t: float, s: _Session) -> float:
-        return self._stop_between(t, excess, s.level_w)
-
     def _stop_between(self, t: float, excess: float, level: float) -> float:
         fraction = min(1.0, max(0.0, excess / level))
         if fraction < 0.2:
@@ -485,7 +481,6 @@ class MeterDetector:
     def _end(self, t: float, stop: float) -> Transition:
         s = self.session
         assert s is not None
-        # Energy counted after the stop (resume attempts that never confirmed) is not the EV's.
         tr = self._transition(TransactionState.ENDED, t, max(stop, s.start))
         self.session = None
         self.phase = Phase.IDLE
@@ -543,7 +538,6 @@ class MeterDetector:
             "cand_excess": self.cand_excess,
             "cand_meter_wh": self.cand_meter_wh,
             "cand_house_wh": self.cand_house_wh,
-            "cand_ev_wh": self.cand_ev_wh,
             "cand_sum": self.cand_sum,
             "recent_cycles": self.recent_cycles,
             "post_stop": self.post_stop,
@@ -558,7 +552,7 @@ class MeterDetector:
         for name in (
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
-            "cand_ev_wh", "post_stop", "post_level", "cand_sum",
+            "post_stop", "post_level", "cand_sum",
         ):  # fmt: skip
             setattr(det, name, state[name])
         det.cand_excess = list(state["cand_excess"])

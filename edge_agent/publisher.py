@@ -155,6 +155,10 @@ class Publisher:
         return False
 
     @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
     def inflight(self) -> int:
         with self._lock:
             return len(self._inflight)

@@ -97,7 +97,7 @@ def run(settings: EdgeSettings) -> int:
         registry,
         host=settings.metrics_host,
         port=settings.metrics_port,
-        ready=lambda: metrics.connected._value.get() == 1,
+        ready=lambda: publisher.connected,
     )
     log.info("metrics on http://%s:%s/metrics", *server.server_address[:2])
 
