@@ -1,0 +1,37 @@
+"""Ingestor settings: environment variables with prefix ``INGEST_`` (nested with ``__``)."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.migrations import Flavour
+from runtime.mqtt import MqttSettings
+
+
+class IngestorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INGEST_", env_nested_delimiter="__", frozen=True)
+
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/ev")
+    db_flavour: Flavour = Flavour.AUTO
+    use_copy: bool = Field(default=True, description="False for servers without COPY FROM STDIN.")
+    mqtt: MqttSettings = MqttSettings()
+    client_id: str = Field(
+        default_factory=lambda: f"ingestor-{socket.gethostname()}",
+        description="Fixed per replica: the broker keeps its session (and unacked messages).",
+    )
+    share_group: str = Field(default="ingestor", pattern=r"^[^/#+\s]{1,64}$")
+    session_expiry_s: int = Field(default=86_400, ge=0)
+    batch_size: int = Field(default=1000, ge=1, le=20_000)
+    batch_delay_s: float = Field(default=0.1, gt=0, le=10)
+    max_inflight: int = Field(
+        default=4000, ge=1, le=65_535, description="MQTT Receive Maximum = queue bound."
+    )
+    max_payload_bytes: int = Field(default=65_536, ge=256)
+    max_open_hours: float = Field(default=48.0, gt=0, description="Orphan sessions close after.")
+    sweep_interval_s: float = Field(default=60.0, gt=0)
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9310, ge=0, le=65535, description="0 = any free port.")
