@@ -12,6 +12,7 @@ import signal
 import threading
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 
 import psycopg
 from prometheus_client import CollectorRegistry
@@ -28,6 +29,13 @@ from runtime.mqtt import make_connection
 
 log = logging.getLogger(__name__)
 _MAINTENANCE_LOCK = 0x65765F6D6E74  # "ev_mnt"
+
+
+def durable_commits(conn: psycopg.Connection[Any]) -> None:
+    """A message is acknowledged once its commit returns, so the commit must be durable even
+    where the server (or a role) defaults to ``synchronous_commit = off``."""
+    conn.execute("SET synchronous_commit = on")
+    conn.commit()
 
 
 def maintain(
@@ -59,7 +67,12 @@ def run(settings: IngestorSettings) -> int:
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
     pool = ConnectionPool(
-        dsn, min_size=1, max_size=3, check=ConnectionPool.check_connection, open=True
+        dsn,
+        min_size=1,
+        max_size=3,
+        check=ConnectionPool.check_connection,
+        configure=durable_commits,
+        open=True,
     )
 
     def pool_stats() -> None:

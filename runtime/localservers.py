@@ -217,3 +217,50 @@ class PostgresServer:
 
 def _quote(arg: str) -> str:
     return "'" + arg.replace("'", "'\"'\"'") + "'"
+
+
+@dataclass
+class LiteTimescaleServer:
+    """PostgreSQL 17 + TimescaleDB compiled to WASM (``deploy/timescale-lite``), served over
+    the wire protocol. Only for tests of the TimescaleDB path: one connection at a time, no
+    COPY FROM STDIN, background jobs never run (call them)."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    _process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def script() -> Path:
+        return Path(__file__).resolve().parents[1] / "deploy" / "timescale-lite" / "server.mjs"
+
+    def start(self, timeout: float = 60.0) -> None:
+        node = shutil.which("node")
+        script = self.script()
+        if node is None or not (script.parent / "node_modules").exists():
+            raise LocalServerError("node and deploy/timescale-lite/node_modules are needed "
+                                   "(scripts/setup.sh installs them)")  # fmt: skip
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / "server.log").open("ab") as log:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own script
+                [node, str(script), str(self.port)], stdout=log, stderr=log
+            )
+        try:
+            wait_for_port(self.host, self.port, timeout)
+        except LocalServerError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def dsn(self) -> str:
+        return f"postgresql://postgres:lite@{self.host}:{self.port}/postgres?sslmode=disable"

@@ -8,6 +8,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need_apt[*]}" >&2
@@ -28,4 +30,12 @@ stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -e ".[dev]"
   touch "$stamp"
+fi
+
+# A WASM PostgreSQL + TimescaleDB for the tests of the TimescaleDB migrations.
+lite=deploy/timescale-lite
+lite_stamp=$lite/node_modules/.installed-$(sha1sum $lite/package.json | cut -c1-12)
+if [ ! -f "$lite_stamp" ]; then
+  npm install --prefix "$lite" --no-audit --no-fund --loglevel=error >/dev/null
+  touch "$lite_stamp"
 fi
