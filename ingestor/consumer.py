@@ -1,8 +1,8 @@
 """MQTT side of the ingestor: a shared subscription, a bounded queue, ack after commit.
 
-paho's network thread puts each message on a bounded queue (with MQTT 5 Receive Maximum set
-to the same bound the broker never sends more than that unacknowledged, so the queue cannot
-overflow and memory stays bounded). One writer thread takes batches (``batch_size`` messages
+paho's network thread appends each message to a queue; MQTT 5 Receive Maximum bounds it (the
+broker never sends more than ``max_inflight`` unacknowledged messages), so memory stays bounded
+without blocking the network thread. One writer thread takes batches (``batch_size`` messages
 or ``batch_delay_s``), commits them, and only then acknowledges them (``manual_ack``). Killed
 at any moment, the broker redelivers what was not acknowledged, and storage is idempotent.
 
@@ -13,9 +13,9 @@ after it (the broker redelivers it instead), so an ack cannot hit the wrong mess
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class _Delivery:
-    received: Received
+    topic: str
+    payload: bytes
+    received_at: float
     mid: int
     qos: int
     generation: int
@@ -65,7 +67,8 @@ class Consumer:
         self.topics = subscriptions(connection.settings.topic_prefix, share_group)
         self.batch_size = batch_size
         self.batch_delay_s = batch_delay_s
-        self._queue: queue.Queue[_Delivery] = queue.Queue(maxsize=max_inflight)
+        self._queue: deque[_Delivery] = deque()
+        self._wakeup = threading.Event()
         self._generation = 0
         self._ack_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -86,7 +89,7 @@ class Consumer:
     def stop(self, *, drain_timeout_s: float) -> None:
         """Commit and acknowledge what is queued (under a deadline), then disconnect."""
         deadline = time.monotonic() + drain_timeout_s
-        while not self._queue.empty() and time.monotonic() < deadline:
+        while self._queue and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stopping.set()
         self.writer.stop.set()
@@ -114,26 +117,24 @@ class Consumer:
         log.warning("disconnected from the broker: %s", reason)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        received = Received(msg.topic, bytes(msg.payload), datetime.now(UTC))
-        # Blocks paho's thread when full: backpressure towards the broker.
-        self._queue.put(_Delivery(received, msg.mid, msg.qos, self._generation))
-        self.metrics.inflight.set(self._queue.qsize())
+        self._queue.append(_Delivery(msg.topic, bytes(msg.payload), time.time(), msg.mid, msg.qos,
+                                     self._generation))  # fmt: skip
+        if len(self._queue) >= self.batch_size:
+            self._wakeup.set()
 
     def _take_batch(self) -> list[_Delivery]:
+        """Up to ``batch_size`` messages, waiting at most ``batch_delay_s`` for a full one."""
+        if len(self._queue) < self.batch_size:
+            self._wakeup.wait(self.batch_delay_s)
+        self._wakeup.clear()
+        batch: list[_Delivery] = []
+        popleft = self._queue.popleft
         try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.batch_delay_s
-        while len(batch) < self.batch_size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
+            while len(batch) < self.batch_size:
+                batch.append(popleft())
+        except IndexError:
+            pass
+        self.metrics.inflight.set(len(self._queue))
         return batch
 
     def _run(self) -> None:
@@ -142,7 +143,12 @@ class Consumer:
             if not batch:
                 continue
             try:
-                self.writer.write([d.received for d in batch])
+                self.writer.write(
+                    [
+                        Received(d.topic, d.payload, datetime.fromtimestamp(d.received_at, UTC))
+                        for d in batch
+                    ]
+                )
             except WriterStoppedError:
                 log.warning("stopping with %d uncommitted messages (the broker keeps them)",
                             len(batch))  # fmt: skip
@@ -154,7 +160,6 @@ class Consumer:
                 continue
             self._ack(batch)
             self.committed_batches += 1
-            self.metrics.inflight.set(self._queue.qsize())
 
     def _ack(self, batch: list[_Delivery]) -> None:
         client = self.connection.client

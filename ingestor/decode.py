@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
-import orjson
 from pydantic import ValidationError
 
 from schemas.pleevi import Measurement, Transaction
-from schemas.topics import EdgeKind, TopicError, parse_edge_topic
+from schemas.topics import EdgeKind, EdgeTopic, TopicError, parse_edge_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,12 @@ def summarize(exc: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+@lru_cache(maxsize=65_536)
+def _parse_topic(topic: str, prefix: str) -> EdgeTopic:
+    """Topics repeat for every reading of a meter: parse each one once."""
+    return parse_edge_topic(topic, prefix=prefix)
+
+
 def decode(received: Received, *, prefix: str, max_bytes: int) -> Decoded | Rejected:
     size = len(received.payload)
     if size > max_bytes:
@@ -73,7 +79,7 @@ def decode(received: Received, *, prefix: str, max_bytes: int) -> Decoded | Reje
             f"payload of {size} bytes exceeds the {max_bytes}-byte limit",
         )
     try:
-        topic = parse_edge_topic(received.topic, prefix=prefix)
+        topic = _parse_topic(received.topic, prefix)
     except TopicError as exc:
         return Rejected(received, RejectReason.TOPIC, f"unknown topic: {exc.reason}")
     model = _MODELS.get(topic.kind)
@@ -82,16 +88,15 @@ def decode(received: Received, *, prefix: str, max_bytes: int) -> Decoded | Reje
             received, RejectReason.TOPIC, f"messages of kind {topic.kind.value!r} are not ingested"
         )
     try:
-        document = orjson.loads(received.payload)
-    except orjson.JSONDecodeError as exc:
-        return Rejected(received, RejectReason.JSON, f"invalid JSON: {exc}")
-    if not isinstance(document, dict):
-        return Rejected(
-            received, RejectReason.JSON, f"invalid {topic.kind.value}: expected a JSON object"
-        )
-    try:
-        message = model.model_validate(document)
+        message = model.model_validate_json(received.payload)
     except ValidationError as exc:
+        kinds = {error["type"] for error in exc.errors()}
+        if "json_invalid" in kinds:
+            return Rejected(received, RejectReason.JSON, f"invalid JSON: {summarize(exc)}")
+        if "model_type" in kinds:
+            return Rejected(
+                received, RejectReason.JSON, f"invalid {topic.kind.value}: expected a JSON object"
+            )
         return Rejected(
             received, RejectReason.SCHEMA, f"invalid {topic.kind.value}: {summarize(exc)}"
         )
