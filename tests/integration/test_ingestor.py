@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -151,6 +152,12 @@ def test_sessions_pair_in_any_order_and_bad_input_is_dead_lettered(
     assert any("exceeds" in r for r in reasons)
     assert any("transactionState" in r for r in reasons)
     metrics = scrape(ingestor.metrics_url())
+    with urllib.request.urlopen(ingestor.metrics_url(), timeout=5) as response:
+        exposition = response.read()
+    lint = subprocess.run(
+        ["promtool", "check", "metrics"], input=exposition, capture_output=True, check=False
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
     assert metrics['ev_ingest_messages_total{kind="measurement",outcome="duplicate"}'] == 10
     assert metrics['ev_ingest_messages_total{kind="rejected",outcome="invalid"}'] == len(bad)
     assert metrics['ev_ingest_dead_letters_total{reason="schema"}'] >= 3
