@@ -7,12 +7,10 @@ not acknowledged stays in the store for the next start. A second signal exits at
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
@@ -28,6 +26,7 @@ from edge_agent.sources import GatewaySource, build_fleet, paced, replay_file, s
 from edge_agent.store import AgentStore
 from runtime.httpserver import serve_metrics
 from runtime.mqtt import make_connection
+from runtime.signals import drain_on_signals
 from schemas.status import GatewayState, GatewayStatus
 from schemas.topics import EdgeKind, edge_topic
 
@@ -101,18 +100,7 @@ def run(settings: EdgeSettings) -> int:
     )
     log.info("metrics on http://%s:%s/metrics", *server.server_address[:2])
 
-    signals = {"count": 0}
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        signals["count"] += 1
-        if signals["count"] > 1:
-            log.warning("second signal: exiting now; unacknowledged messages stay queued")
-            raise SystemExit(130)
-        log.info("signal %s: stopping intake and draining", signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    drain_on_signals(stop, log, forced="unacknowledged messages stay queued")
 
     def heartbeat() -> None:
         while not stop.wait(settings.heartbeat_s):

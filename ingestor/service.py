@@ -8,10 +8,8 @@ acknowledged is redelivered by the broker to this or another replica. A second s
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import Any
 
 import psycopg
@@ -26,6 +24,7 @@ from ingestor.writer import BatchWriter
 from runtime.httpserver import serve_metrics
 from runtime.migrations import migrate
 from runtime.mqtt import make_connection
+from runtime.signals import drain_on_signals
 
 log = logging.getLogger(__name__)
 _MAINTENANCE_LOCK = 0x65765F6D6E74  # "ev_mnt"
@@ -113,15 +112,7 @@ def run(settings: IngestorSettings) -> int:
     )
     log.info("metrics on http://%s:%d/metrics", *http.server_address[:2])
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            log.warning("second signal: exiting now")
-            raise SystemExit(130)
-        log.info("signal %d: draining", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    drain_on_signals(stop, log, forced="unacknowledged messages are redelivered by the broker")
     consumer.start()
     try:
         while not stop.is_set():

@@ -53,13 +53,17 @@ SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::float8[], 
 ON CONFLICT DO NOTHING
 """
 
+# The registry values an event carries: same names in charging_events and RegistryEntry.
+_REGISTRY_COLUMNS = (
+    "meter_id", "meter_number", "esn", "service_point_id", "premise_id", "transformer_id",
+    "feeder_id",
+)  # fmt: skip
 _EVENT_COLUMNS = (
     "transaction_id", "charge_start_time", "asset_id", "site_id", "status", "close_reason",
     "charge_end_time", "charge_w", "start_power_w", "charge_duration_h", "charge_energy_wh",
     "meter_energy_wh", "received_time", "last_activity", "latest_ended", "latest_sequence",
     "latest_ts", "detector_version", "confidence", "saw_started", "message_flags", "flags",
-    "start_emitted", "end_emitted", "registry_matched", "meter_id", "meter_number", "esn",
-    "service_point_id", "premise_id", "transformer_id", "feeder_id",
+    "start_emitted", "end_emitted", "registry_matched", *_REGISTRY_COLUMNS,
 )  # fmt: skip
 _UPSERT_EVENT = f"""
 INSERT INTO charging_events ({", ".join(_EVENT_COLUMNS)})
@@ -132,10 +136,7 @@ def _event_row(stored: StoredEvent) -> tuple[Any, ...]:
         e.meter_energy_wh, e.received_time, e.last_activity, ended, seq, latest_ts,
         e.detector_version, e.confidence, e.saw_started, sorted(e.message_flags), sorted(flags),
         e.start_emitted, e.end_emitted, reg is not None,
-        reg.meter_id if reg else None, reg.meter_number if reg else None,
-        reg.esn if reg else None, reg.service_point_id if reg else None,
-        reg.premise_id if reg else None, reg.transformer_id if reg else None,
-        reg.feeder_id if reg else None,
+        *(getattr(reg, column) if reg else None for column in _REGISTRY_COLUMNS),
     )  # fmt: skip
 
 
@@ -163,16 +164,7 @@ def _stored_from_row(row: Sequence[Any]) -> StoredEvent:
         end_emitted=r["end_emitted"],
     )
     registry = (
-        RegistryEntry(
-            meter_id=r["meter_id"],
-            valid_from=r["charge_start_time"],
-            meter_number=r["meter_number"],
-            esn=r["esn"],
-            service_point_id=r["service_point_id"],
-            premise_id=r["premise_id"],
-            transformer_id=r["transformer_id"],
-            feeder_id=r["feeder_id"],
-        )
+        RegistryEntry(valid_from=r["charge_start_time"], **{c: r[c] for c in _REGISTRY_COLUMNS})
         if r["registry_matched"]
         else None
     )

@@ -55,7 +55,10 @@ class BatchWriter:
         rejected: list[Rejected] = []
         for item in items:
             out = decode(item, prefix=self.topic_prefix, max_bytes=self.max_payload_bytes)
-            (rejected if isinstance(out, Rejected) else decoded).append(out)  # type: ignore[arg-type]
+            if isinstance(out, Rejected):
+                rejected.append(out)
+            else:
+                decoded.append(out)
         return decoded, rejected
 
     def write(self, items: Sequence[Received]) -> BatchResult:

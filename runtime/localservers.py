@@ -45,6 +45,18 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
     raise LocalServerError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+def end_process(process: subprocess.Popen[bytes] | None, signum: int) -> None:
+    """Send ``signum`` to a running server process and reap it; SIGKILL if it lingers."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
 def find_mosquitto() -> str:
     for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
         if candidate and Path(candidate).exists():
@@ -113,14 +125,7 @@ class MosquittoServer:
 
     def stop(self, *, kill: bool = False) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        end_process(process, signal.SIGKILL if kill else signal.SIGTERM)
 
     def restart(self) -> None:
         self.stop()
@@ -253,14 +258,7 @@ class LiteTimescaleServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        end_process(process, signal.SIGTERM)
 
     def dsn(self) -> str:
         return f"postgresql://postgres:lite@{self.host}:{self.port}/postgres?sslmode=disable"

@@ -64,6 +64,10 @@ def count(dsn: str, sql: str, *params: object) -> int:
     return int(row[0])
 
 
+def wait_count(dsn: str, sql: str, expected: int, *, timeout: float, what: str) -> None:
+    wait_until(lambda: count(dsn, sql) == expected, timeout=timeout, what=what)
+
+
 def cli(dsn: str, *args: str, prefix: str = "ev/v1") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ingestor", *args],
@@ -109,13 +113,13 @@ def test_sessions_pair_in_any_order_and_bad_input_is_dead_lettered(
     publish_all(broker.port, good + bad)
     publish_all(broker.port, [whole[0]])  # an old message replayed after the session closed
 
-    wait_until(
-        lambda: count(fresh_db, "SELECT count(*) FROM dead_letters") == len(bad),
-        timeout=30,
-        what="dead letters",
+    wait_count(
+        fresh_db, "SELECT count(*) FROM dead_letters", len(bad), timeout=30, what="dead letters"
     )
-    wait_until(
-        lambda: count(fresh_db, "SELECT count(*) FROM charging_events WHERE status='closed'") == 2,
+    wait_count(
+        fresh_db,
+        "SELECT count(*) FROM charging_events WHERE status='closed'",
+        2,
         timeout=30,
         what="two closed events",
     )
@@ -210,8 +214,10 @@ def test_registry_enriches_events_as_of_their_start(
     messages = session(prefix, "m-1", "tx-before") + session(prefix, "m-1", "tx-after", offset=day)
     messages += session(prefix, "m-new", "tx-unknown")
     publish_all(broker.port, messages)
-    wait_until(
-        lambda: count(fresh_db, "SELECT count(*) FROM charging_events WHERE status='closed'") == 3,
+    wait_count(
+        fresh_db,
+        "SELECT count(*) FROM charging_events WHERE status='closed'",
+        3,
         timeout=30,
         what="three closed events",
     )
@@ -296,20 +302,20 @@ def test_kill_9_mid_flood_loses_and_doubles_nothing(
     publish_all(broker.port, messages[half:])  # while no ingestor runs: the session keeps them
     start_ingestor(**env)
     measurements_total = 40 * 500
-    wait_until(
-        lambda: count(fresh_db, "SELECT count(*) FROM measurements") == measurements_total,
+    wait_count(
+        fresh_db,
+        "SELECT count(*) FROM measurements",
+        measurements_total,
         timeout=120,
         what="all measurements",
     )
-    wait_until(
-        lambda: count(fresh_db, "SELECT count(*) FROM outbox") == 80,
-        timeout=60,
-        what="all outbox rows",
-    )
+    wait_count(fresh_db, "SELECT count(*) FROM outbox", 80, timeout=60, what="all outbox rows")
     assert count(fresh_db, "SELECT count(*) FROM charging_events WHERE status='closed'") == 40
     assert count(fresh_db, "SELECT count(DISTINCT (transaction_id, kind)) FROM outbox") == 80
-    wait_until(
-        lambda: count(fresh_db, "SELECT count(*) FROM transaction_log") == 160,
+    wait_count(
+        fresh_db,
+        "SELECT count(*) FROM transaction_log",
+        160,
         timeout=60,
         what="all transaction messages",
     )
@@ -328,24 +334,24 @@ def test_two_replicas_on_one_share_group_store_exactly_once(
     ]
     messages = flood(prefix, meters=20, minutes=300)
     publish_all(broker.port, messages)
-    wait_until(
-        lambda: count(fresh_db, "SELECT count(*) FROM measurements") == 20 * 300,
+    wait_count(
+        fresh_db,
+        "SELECT count(*) FROM measurements",
+        20 * 300,
         timeout=120,
         what="all measurements",
     )
-    wait_until(
-        lambda: count(fresh_db, "SELECT count(*) FROM outbox") == 40,
-        timeout=60,
-        what="all outbox rows",
-    )
+    wait_count(fresh_db, "SELECT count(*) FROM outbox", 40, timeout=60, what="all outbox rows")
     stored = [
         scrape(r.metrics_url())['ev_ingest_messages_total{kind="measurement",outcome="stored"}']
         for r in replicas
     ]
     assert sum(stored) == 20 * 300
     assert min(stored) > 0, f"one replica got nothing: {stored}"
-    wait_until(
-        lambda: count(fresh_db, "SELECT count(*) FROM transaction_log") == 80,
+    wait_count(
+        fresh_db,
+        "SELECT count(*) FROM transaction_log",
+        80,
         timeout=60,
         what="all transaction messages",
     )
@@ -372,13 +378,14 @@ def test_database_restart_mid_stream_loses_nothing(
     publish_all(broker.port, messages[1000:])
     time.sleep(1.5)
     server.start()
-    wait_until(
-        lambda: count(dsn, "SELECT count(*) FROM measurements") == 3000,
+    wait_count(
+        dsn,
+        "SELECT count(*) FROM measurements",
+        3000,
         timeout=120,
         what="all measurements after the restart",
     )
-    wait_until(lambda: count(dsn, "SELECT count(*) FROM outbox") == 20, timeout=60,
-               what="outbox rows")  # fmt: skip
+    wait_count(dsn, "SELECT count(*) FROM outbox", 20, timeout=60, what="outbox rows")
     assert "error connecting" in ingestor.log()  # the outage was real
 
 
