@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg
 from prometheus_client import CollectorRegistry
@@ -21,6 +20,7 @@ from ingestor.metrics import IngestMetrics
 from ingestor.settings import IngestorSettings
 from ingestor.store import Store
 from ingestor.writer import BatchWriter
+from runtime.database import open_pool
 from runtime.httpserver import serve_metrics
 from runtime.migrations import migrate
 from runtime.mqtt import make_connection
@@ -28,13 +28,6 @@ from runtime.signals import drain_on_signals
 
 log = logging.getLogger(__name__)
 _MAINTENANCE_LOCK = 0x65765F6D6E74  # "ev_mnt"
-
-
-def durable_commits(conn: psycopg.Connection[Any]) -> None:
-    """A message is acknowledged once its commit returns, so the commit must be durable even
-    where the server (or a role) defaults to ``synchronous_commit = off``."""
-    conn.execute("SET synchronous_commit = on")
-    conn.commit()
 
 
 def maintain(
@@ -65,14 +58,7 @@ def run(settings: IngestorSettings) -> int:
              ", ".join(applied) or "none")  # fmt: skip
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
-    pool = ConnectionPool(
-        dsn,
-        min_size=1,
-        max_size=3,
-        check=ConnectionPool.check_connection,
-        configure=durable_commits,
-        open=True,
-    )
+    pool = open_pool(dsn, max_size=3)
 
     def pool_stats() -> None:
         stats = pool.get_stats()

@@ -1,0 +1,134 @@
+"""``python -m streamer``: run | migrate | subscribers | subscriptions | broker-files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+import psycopg
+from pydantic import ValidationError
+
+from runtime.migrations import MigrationError, migrate
+from schemas.subscriptions import SubscriptionRequest, SubscriptionState
+from streamer import subscriptions
+from streamer.service import DEFAULT_BASE_ACL, run
+from streamer.settings import StreamerSettings
+from streamer.subscriptions import UnknownSubscriptionError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m streamer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="deliver the outbox and serve the API (settings from STREAM_*)")
+    sub.add_parser("migrate", help="apply the storage migrations (idempotent)")
+
+    subscribers = sub.add_parser("subscribers", help="data subscribers and their credentials")
+    subscribers_sub = subscribers.add_subparsers(dest="action", required=True)
+    issue = subscribers_sub.add_parser(
+        "issue", help="create a subscriber or rotate its secrets; prints them once"
+    )
+    issue.add_argument("subscriber_id")
+
+    subs = sub.add_parser("subscriptions", help="live EVChargingEvents subscriptions")
+    subs_sub = subs.add_subparsers(dest="action", required=True)
+    create = subs_sub.add_parser("create", help="subscribe (prints the subscription as JSON)")
+    create.add_argument("--subscriber", required=True, help="DataSubscriberId")
+    create.add_argument("--entity-type", default="None",
+                        help="ServicePoint, Meter, ESN, Transformer, Premises or None")  # fmt: skip
+    create.add_argument("--entity-id", action="append", default=[], help="repeat for a list")
+    create.add_argument("--start-position", type=int, help="deliver outbox rows after this one")
+    listing = subs_sub.add_parser("list", help="all subscriptions (or one subscriber's)")
+    listing.add_argument("--subscriber")
+    actions = {"show": "one subscription", "pause": "stop delivering",
+               "resume": "deliver again (from now on)", "delete": "remove"}  # fmt: skip
+    for name, what in actions.items():
+        action = subs_sub.add_parser(name, help=what)
+        action.add_argument("subscription_id")
+
+    files = sub.add_parser(
+        "broker-files", help="write Mosquitto's password file and ACL for the subscribers"
+    )
+    files.add_argument("--passwd", type=Path, required=True)
+    files.add_argument("--acl", type=Path, required=True)
+    files.add_argument("--base-passwd", type=Path, help="service and gateway users to keep")
+    files.add_argument("--base-acl", type=Path, default=DEFAULT_BASE_ACL)
+    return parser
+
+
+def _print_json(value: object) -> None:
+    print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def _subscriptions(conn: psycopg.Connection[object], args: argparse.Namespace, prefix: str) -> int:
+    if args.action == "create":
+        request = SubscriptionRequest(
+            EntityType=args.entity_type,
+            EntityId=args.entity_id,
+            StartPosition=args.start_position,
+        )
+        view = subscriptions.create(conn, args.subscriber, request, prefix=prefix)
+        _print_json(view.model_dump(mode="json", by_alias=True))
+    elif args.action == "list":
+        views = subscriptions.list_views(conn, args.subscriber, prefix=prefix)
+        _print_json([v.model_dump(mode="json", by_alias=True) for v in views])
+    elif args.action == "show":
+        view = subscriptions.get(conn, args.subscription_id, prefix=prefix)
+        _print_json(view.model_dump(mode="json", by_alias=True))
+    elif args.action == "delete":
+        subscriptions.delete(conn, args.subscription_id)
+    else:
+        state = SubscriptionState.PAUSED if args.action == "pause" else SubscriptionState.ACTIVE
+        view = subscriptions.set_state(conn, args.subscription_id, state, prefix=prefix)
+        _print_json(view.model_dump(mode="json", by_alias=True))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = StreamerSettings()
+    dsn = settings.database_url.get_secret_value()
+    prefix = settings.mqtt.topic_prefix
+    try:
+        if args.command == "run":
+            return run(settings)
+        flavour, applied = migrate(dsn)
+        if args.command == "migrate":
+            print(f"{flavour.value}: applied {', '.join(applied) or 'nothing (up to date)'}")
+            return 0
+        with psycopg.connect(dsn) as conn:
+            conn.execute("SET synchronous_commit = on")
+            if args.command == "subscribers":
+                issued = subscriptions.issue_credentials(conn, args.subscriber_id)
+                _print_json(issued.__dict__)
+                return 0
+            if args.command == "subscriptions":
+                return _subscriptions(conn, args, prefix)
+            count = subscriptions.write_broker_files(
+                conn,
+                passwd=args.passwd,
+                acl=args.acl,
+                base_passwd=args.base_passwd.read_text() if args.base_passwd else "",
+                base_acl=args.base_acl.read_text(),
+                prefix=prefix,
+            )
+            print(f"wrote {args.passwd} and {args.acl} for {count} subscribers")
+            return 0
+    except ValidationError as exc:
+        print(f"invalid subscription: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    except (UnknownSubscriptionError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (MigrationError, psycopg.Error) as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

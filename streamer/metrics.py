@@ -1,0 +1,85 @@
+"""Prometheus metrics of the streamer (namespace ``ev_stream``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from schemas.itron import StreamKind
+from schemas.subscriptions import SubscriptionState
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class StreamMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "ev_stream_events_total",
+            "Events routed to subscriptions, by the subscription's state: delivered to active "
+            "ones, withheld from paused ones.",
+            ["state"],
+            registry=registry,
+        )
+        for state in SubscriptionState:
+            self.events.labels(state.value)
+        self.unmatched = Counter(
+            "ev_stream_unmatched_rows_total",
+            "Outbox rows no subscription wanted.",
+            registry=registry,
+        )
+        self.rows = Counter(
+            "ev_stream_outbox_rows_total",
+            "Outbox rows marked delivered, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in StreamKind:
+            self.rows.labels(kind.value)
+        self.publications = Counter(
+            "ev_stream_publications_total",
+            "MQTT messages published and acknowledged by the broker.",
+            registry=registry,
+        )
+        self.publish_latency = Histogram(
+            "ev_stream_publish_duration_seconds",
+            "From publishing a batch to the broker's last acknowledgement of it.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.outbox_latency = Histogram(
+            "ev_stream_outbox_to_ack_seconds",
+            "From the ingestor's outbox write to the broker's acknowledgement, per row.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.received_latency = Histogram(
+            "ev_stream_received_to_ack_seconds",
+            "From a session's ReceivedTime to the acknowledgement of its start message.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "ev_stream_outbox_backlog_rows",
+            "Outbox rows not yet delivered.",
+            registry=registry,
+        )
+        self.backlog_age = Gauge(
+            "ev_stream_outbox_oldest_pending_age_seconds",
+            "Age of the oldest undelivered outbox row (0 when none).",
+            registry=registry,
+        )
+        self.subscriptions = Gauge(
+            "ev_stream_subscriptions",
+            "Subscriptions by state.",
+            ["state"],
+            registry=registry,
+        )
+        for state in SubscriptionState:
+            self.subscriptions.labels(state.value)
+        self.errors = Counter(
+            "ev_stream_errors_total",
+            "Delivery attempts rolled back, by cause; the rows stay pending and are retried.",
+            ["cause"],
+            registry=registry,
+        )
+        for cause in ("broker", "database"):
+            self.errors.labels(cause)

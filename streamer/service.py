@@ -1,0 +1,196 @@
+"""``python -m streamer run``: migrations, HTTP API, outbox delivery, metrics.
+
+Shutdown (first SIGINT/SIGTERM): finish the delivery in hand (its commit follows the broker's
+acknowledgements), stop the API, disconnect. A second signal exits at once; what was not
+committed stays pending in the outbox and is delivered by this or another replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import uvicorn
+from prometheus_client import CollectorRegistry
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from runtime.database import open_pool
+from runtime.httpserver import serve_metrics
+from runtime.migrations import migrate
+from runtime.mqtt import make_connection
+from runtime.signals import drain_on_signals
+from streamer import subscriptions
+from streamer.api import create_app
+from streamer.delivery import BrokerUnavailableError, Deliverer, MqttPublisher, OutboxListener
+from streamer.metrics import StreamMetrics
+from streamer.settings import BrokerFiles, StreamerSettings
+
+log = logging.getLogger(__name__)
+DEFAULT_BASE_ACL = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "acl"
+
+
+def sync_broker_files(pool: ConnectionPool, files: BrokerFiles, prefix: str) -> None:
+    """Rewrite the broker's password file and ACL from the database and make it reload."""
+    if files.passwd is None or files.acl is None:
+        return
+    base_acl = files.base_acl or DEFAULT_BASE_ACL
+    with pool.connection() as conn:
+        count = subscriptions.write_broker_files(
+            conn,
+            passwd=files.passwd,
+            acl=files.acl,
+            base_passwd=files.base_passwd.read_text() if files.base_passwd else "",
+            base_acl=base_acl.read_text() if base_acl.exists() else "",
+            prefix=prefix,
+        )
+    if files.reload_pidfile is not None and files.reload_pidfile.exists():
+        os.kill(int(files.reload_pidfile.read_text().strip()), signal.SIGHUP)
+    log.info("broker credentials written for %d subscribers", count)
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn in a thread of ours (signals stay with the delivery loop)."""
+
+    def install_signal_handlers(self) -> None:
+        return
+
+    def start_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="http-api", daemon=True)
+        thread.start()
+        return thread
+
+
+def run(settings: StreamerSettings) -> int:
+    dsn = settings.database_url.get_secret_value()
+    flavour, applied = migrate(dsn)
+    log.info("database ready (%s); migrations applied now: %s", flavour.value,
+             ", ".join(applied) or "none")  # fmt: skip
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    pool = open_pool(dsn, max_size=6)
+    prefix = settings.mqtt.topic_prefix
+
+    connection = make_connection(settings.mqtt, settings.client_id)
+    publisher = MqttPublisher(connection, ack_timeout_s=settings.ack_timeout_s)
+    deliverer = Deliverer(
+        pool,
+        publisher,
+        metrics,
+        prefix=prefix,
+        batch_size=settings.batch_size,
+        max_events=settings.max_events_per_message,
+    )
+    api = ApiServer(
+        uvicorn.Config(
+            create_app(pool, prefix=prefix),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+        )
+    )
+    api_thread = api.start_in_thread()
+    http = serve_metrics(
+        registry,
+        host=settings.metrics_host,
+        port=settings.metrics_port,
+        ready=lambda: publisher.connected and api.started,
+    )
+    log.info("metrics on http://%s:%d/metrics; API on http://%s:%d", *http.server_address[:2],
+             settings.http_host, settings.http_port)  # fmt: skip
+
+    stop = threading.Event()
+    drain_on_signals(stop, log, forced="undelivered outbox rows stay pending")
+    connection.start()
+    listener = OutboxListener(dsn)
+    try:
+        _deliver_until(
+            stop,
+            deliverer=deliverer,
+            publisher=publisher,
+            listener=listener,
+            pool=pool,
+            settings=settings,
+        )
+    finally:
+        listener.close()
+        api.should_exit = True
+        api_thread.join(timeout=5)
+        connection.stop()
+        http.shutdown()
+        pool.close(timeout=5)
+    return 0
+
+
+def _deliver_until(
+    stop: threading.Event,
+    *,
+    deliverer: Deliverer,
+    publisher: MqttPublisher,
+    listener: OutboxListener,
+    pool: ConnectionPool,
+    settings: StreamerSettings,
+) -> None:
+    backoff = 0.5
+    next_stats = 0.0
+    sub_listener = _SubscriptionWatch(pool, settings)
+    while not stop.is_set():
+        if time.monotonic() >= next_stats:
+            next_stats = time.monotonic() + settings.stats_interval_s
+            try:
+                deliverer.observe_backlog()
+                sub_listener.sync_if_changed()
+            except (psycopg.Error, PoolTimeout, OSError) as exc:
+                log.warning("statistics / broker files not refreshed: %s", exc)
+        if not publisher.wait_connected(timeout=1.0):
+            continue
+        try:
+            report = deliverer.deliver_once()
+            backoff = 0.5
+        except BrokerUnavailableError as exc:
+            deliverer.metrics.errors.labels("broker").inc()
+            log.warning("delivery rolled back, rows stay pending: %s", exc)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+            continue
+        except (psycopg.Error, PoolTimeout) as exc:
+            deliverer.metrics.errors.labels("database").inc()
+            log.warning("database unavailable, retrying in %.1f s: %s", backoff, exc)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+            continue
+        if report.claimed >= settings.batch_size:
+            continue  # more is waiting
+        if listener.wait(settings.poll_interval_s) and settings.linger_s:
+            stop.wait(settings.linger_s)
+
+
+class _SubscriptionWatch:
+    """Keeps the broker's credential files in step with the subscriptions table."""
+
+    def __init__(self, pool: ConnectionPool, settings: StreamerSettings) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.version: tuple[object, ...] | None = None
+
+    def sync_if_changed(self) -> None:
+        files = self.settings.broker_files
+        if files.passwd is None or files.acl is None:
+            return
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM subscriptions),"
+                " (SELECT max(updated_at) FROM subscriptions),"
+                " (SELECT string_agg(subscription_id, ',' ORDER BY subscription_id)"
+                "   FROM subscriptions),"
+                " (SELECT string_agg(subscriber_id || broker_password_hash, ','"
+                "   ORDER BY subscriber_id) FROM subscribers)"
+            ).fetchone()
+        version = tuple(row) if row else None
+        if version != self.version:
+            sync_broker_files(self.pool, files, self.settings.mqtt.topic_prefix)
+            self.version = version

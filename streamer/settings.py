@@ -1,0 +1,50 @@
+"""Streamer settings: environment variables with prefix ``STREAM_`` (nested with ``__``)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.mqtt import MqttSettings
+
+
+class BrokerFiles(BaseModel):
+    """Where to keep Mosquitto's password file and ACL current with the subscriptions; the
+    broker is told to reload (SIGHUP to the pid in ``reload_pidfile``) after each rewrite."""
+
+    model_config = ConfigDict(frozen=True)
+
+    passwd: Path | None = None
+    acl: Path | None = None
+    base_passwd: Path | None = Field(default=None, description="Service and gateway users.")
+    base_acl: Path | None = Field(default=None, description="Default: deploy/mosquitto/acl.")
+    reload_pidfile: Path | None = None
+
+
+class StreamerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAM_", env_nested_delimiter="__", frozen=True)
+
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/ev")
+    mqtt: MqttSettings = MqttSettings()
+    client_id: str = Field(default_factory=lambda: f"streamer-{socket.gethostname()}")
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="Outbox rows per claim.")
+    max_events_per_message: int = Field(default=100, ge=1, le=1000)
+    linger_s: float = Field(
+        default=0.005,
+        ge=0,
+        le=1,
+        description="Wait after a wake-up so rows arriving together share a payload.",
+    )
+    poll_interval_s: float = Field(
+        default=2.0, gt=0, le=60, description="Fallback when no notification."
+    )
+    ack_timeout_s: float = Field(default=10.0, gt=0)
+    stats_interval_s: float = Field(default=5.0, gt=0)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535, description="0 = any free port.")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9320, ge=0, le=65535, description="0 = any free port.")
+    broker_files: BrokerFiles = BrokerFiles()

@@ -1,0 +1,189 @@
+"""Subscribers and subscriptions in PostgreSQL: the one place their SQL lives."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from schemas.itron import EntityType
+from schemas.subscriptions import SubscriptionRequest, SubscriptionState, SubscriptionView
+from schemas.topics import DEFAULT_PREFIX, subscription_topic
+from streamer.credentials import (
+    mosquitto_hash,
+    new_secret,
+    render_acl,
+    render_passwd,
+    token_hash,
+    write_atomically,
+)
+from streamer.routing import Subscription
+
+Conn = psycopg.Connection[Any]
+_COLUMNS = (
+    "subscription_id, subscriber_id, entity_type, entity_ids, state, start_after,"
+    " created_at, updated_at"
+)
+
+
+@dataclass(frozen=True)
+class IssuedCredentials:
+    """Shown once at issue; only hashes are stored."""
+
+    subscriber_id: str
+    api_token: str
+    broker_username: str
+    broker_password: str
+
+
+class UnknownSubscriptionError(LookupError):
+    pass
+
+
+def issue_credentials(conn: Conn, subscriber_id: str) -> IssuedCredentials:
+    """Create the subscriber, or replace its secrets (rotation) if it exists."""
+    if not subscriber_id or "/" in subscriber_id or any(c in subscriber_id for c in "#+ :"):
+        raise ValueError("a DataSubscriberId is non-empty and has no '/', '#', '+', ':' or space")
+    token, password = new_secret(), new_secret()
+    conn.execute(
+        "INSERT INTO subscribers (subscriber_id, api_token_hash, broker_password_hash)"
+        " VALUES (%s, %s, %s) ON CONFLICT (subscriber_id) DO UPDATE SET"
+        " api_token_hash = excluded.api_token_hash,"
+        " broker_password_hash = excluded.broker_password_hash",
+        (subscriber_id, token_hash(token), mosquitto_hash(password)),
+    )
+    return IssuedCredentials(subscriber_id, token, f"sub-{subscriber_id}", password)
+
+
+def authenticate(conn: Conn, token: str) -> str | None:
+    """The subscriber whose API token this is, if any."""
+    row = conn.execute(
+        "SELECT subscriber_id FROM subscribers WHERE api_token_hash = %s", (token_hash(token),)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _view(row: tuple[Any, ...], prefix: str) -> SubscriptionView:
+    sub_id, subscriber, entity_type, ids, state, start_after, created, updated = row
+    return SubscriptionView(
+        SubscriptionId=sub_id,
+        DataSubscriberId=subscriber,
+        EntityType=EntityType(entity_type),
+        EntityId=list(ids),
+        Topic=subscription_topic(sub_id, prefix=prefix),
+        State=SubscriptionState(state),
+        StartPosition=start_after,
+        CreatedAt=created,
+        UpdatedAt=updated,
+    )
+
+
+def create(
+    conn: Conn, subscriber_id: str, request: SubscriptionRequest, *, prefix: str = DEFAULT_PREFIX
+) -> SubscriptionView:
+    """A new subscription starts after the newest outbox row unless a position is given."""
+    row = conn.execute(
+        f"INSERT INTO subscriptions (subscription_id, subscriber_id, entity_type, entity_ids,"
+        f" start_after) VALUES (%s, %s, %s, %s,"
+        f" coalesce(%s, (SELECT coalesce(max(id), 0) FROM outbox))) RETURNING {_COLUMNS}",
+        (
+            uuid.uuid4().hex,
+            subscriber_id,
+            request.entity_type.value,
+            sorted(set(request.entity_ids)),
+            request.start_position,
+        ),
+    ).fetchone()
+    assert row is not None
+    return _view(row, prefix)
+
+
+def list_views(
+    conn: Conn, subscriber_id: str | None = None, *, prefix: str = DEFAULT_PREFIX
+) -> list[SubscriptionView]:
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM subscriptions WHERE %(s)s::text IS NULL OR subscriber_id = %(s)s"
+        " ORDER BY created_at, subscription_id",
+        {"s": subscriber_id},
+    ).fetchall()
+    return [_view(row, prefix) for row in rows]
+
+
+def get(
+    conn: Conn,
+    subscription_id: str,
+    subscriber_id: str | None = None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+) -> SubscriptionView:
+    """One subscription; a subscriber asking for another's is told it does not exist."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM subscriptions WHERE subscription_id = %(id)s"
+        " AND (%(s)s::text IS NULL OR subscriber_id = %(s)s)",
+        {"id": subscription_id, "s": subscriber_id},
+    ).fetchone()
+    if row is None:
+        raise UnknownSubscriptionError(subscription_id)
+    return _view(row, prefix)
+
+
+def set_state(
+    conn: Conn,
+    subscription_id: str,
+    state: SubscriptionState,
+    subscriber_id: str | None = None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+) -> SubscriptionView:
+    row = conn.execute(
+        f"UPDATE subscriptions SET state = %(state)s, updated_at = now()"
+        " WHERE subscription_id = %(id)s AND (%(s)s::text IS NULL OR subscriber_id = %(s)s)"
+        f" RETURNING {_COLUMNS}",
+        {"state": state.value, "id": subscription_id, "s": subscriber_id},
+    ).fetchone()
+    if row is None:
+        raise UnknownSubscriptionError(subscription_id)
+    return _view(row, prefix)
+
+
+def delete(conn: Conn, subscription_id: str, subscriber_id: str | None = None) -> None:
+    cur = conn.execute(
+        "DELETE FROM subscriptions WHERE subscription_id = %(id)s"
+        " AND (%(s)s::text IS NULL OR subscriber_id = %(s)s)",
+        {"id": subscription_id, "s": subscriber_id},
+    )
+    if cur.rowcount == 0:
+        raise UnknownSubscriptionError(subscription_id)
+
+
+def for_routing(conn: Conn) -> list[Subscription]:
+    """Every subscription, paused ones included (they are counted, not delivered to)."""
+    rows = conn.execute(
+        "SELECT subscription_id, entity_type, entity_ids, start_after, state FROM subscriptions"
+    ).fetchall()
+    return [
+        Subscription(sid, EntityType(etype), frozenset(ids), start_after, SubscriptionState(state))
+        for sid, etype, ids, start_after, state in rows
+    ]
+
+
+def write_broker_files(
+    conn: Conn,
+    *,
+    passwd: Path,
+    acl: Path,
+    base_passwd: str = "",
+    base_acl: str = "",
+    prefix: str = DEFAULT_PREFIX,
+) -> int:
+    """Write Mosquitto's password file and ACL for every subscriber; returns how many."""
+    hashes = dict(conn.execute("SELECT subscriber_id, broker_password_hash FROM subscribers"))
+    grants: dict[str, list[str]] = {sid: [] for sid in hashes}
+    for sid, sub_id in conn.execute("SELECT subscriber_id, subscription_id FROM subscriptions"):
+        grants[sid].append(subscription_topic(sub_id, prefix=prefix))
+    write_atomically(passwd, render_passwd(base_passwd, hashes))
+    write_atomically(acl, render_acl(base_acl, grants), mode=0o644)
+    return len(hashes)
