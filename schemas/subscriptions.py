@@ -2,7 +2,8 @@
 
 ``EntityType`` None means every event and takes no ids; any other type needs at least one id.
 A new subscription receives events from the moment it is created; ``StartPosition`` (an outbox
-position, 0 = the oldest event still kept) asks for earlier ones explicitly.
+position, 0 = the oldest event still kept) asks for earlier ones explicitly: they are replayed
+to its topic, in outbox order, alongside the live events.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class SubscriptionView(BaseModel):
     entity_ids: list[str] = Field(alias="EntityId")
     topic: str = Field(alias="Topic")
     state: SubscriptionState = Field(alias="State")
-    start_after: int = Field(alias="StartPosition")
+    start_position: int = Field(
+        alias="StartPosition", description="Where its replay of kept history stands."
+    )
     created_at: UtcDatetime = Field(alias="CreatedAt")
     updated_at: UtcDatetime = Field(alias="UpdatedAt")

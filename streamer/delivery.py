@@ -154,6 +154,29 @@ class Deliverer:
         m.unmatched.inc(routing.unmatched)
         return DeliveryReport(len(rows), len(routing.publications))
 
+    def replay_once(self) -> DeliveryReport:
+        """Replay one batch of kept history to one subscription that asked for it."""
+        with self.pool.connection() as conn, conn.transaction():
+            claimed = subscriptions.claim_replay(conn)
+            if claimed is None:
+                return DeliveryReport(0, 0)
+            sub, until = claimed
+            found = conn.execute(
+                "SELECT id, transaction_id, kind, payload FROM outbox"
+                " WHERE id > %s AND id <= %s ORDER BY id LIMIT %s",
+                (sub.start_after, until, self.batch_size),
+            ).fetchall()
+            rows = [OutboxRow(pos, tid, StreamKind(kind), event) for pos, tid, kind, event in found]
+            routing = route(rows, [sub], prefix=self.prefix, max_events=self.max_events)
+            self.publisher.publish(routing.publications)
+            done = len(rows) < self.batch_size
+            subscriptions.advance_replay(
+                conn, sub.subscription_id, until if done else rows[-1].position
+            )
+        self.metrics.publications.inc(len(routing.publications))
+        self.metrics.replayed.inc(routing.deliveries)
+        return DeliveryReport(len(rows), len(routing.publications))
+
     def _count(
         self, rows: list[OutboxRow], created: list[datetime], publications: list[Publication]
     ) -> None:

@@ -26,6 +26,11 @@ class StreamMetrics:
             "Outbox rows no subscription wanted.",
             registry=registry,
         )
+        self.replayed = Counter(
+            "ev_stream_replayed_events_total",
+            "Kept events replayed to subscriptions created with a start position.",
+            registry=registry,
+        )
         self.rows = Counter(
             "ev_stream_outbox_rows_total",
             "Outbox rows marked delivered, by kind.",

@@ -150,6 +150,7 @@ def _deliver_until(
             continue
         try:
             report = deliverer.deliver_once()
+            replayed = deliverer.replay_once()
             backoff = 0.5
         except BrokerUnavailableError as exc:
             deliverer.metrics.errors.labels("broker").inc()
@@ -163,7 +164,7 @@ def _deliver_until(
             stop.wait(backoff)
             backoff = min(backoff * 2, 10.0)
             continue
-        if report.claimed >= settings.batch_size:
+        if report.claimed >= settings.batch_size or replayed.claimed:
             continue  # more is waiting
         if listener.wait(settings.poll_interval_s) and settings.linger_s:
             stop.wait(settings.linger_s)

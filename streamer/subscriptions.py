@@ -24,7 +24,7 @@ from streamer.routing import Subscription
 
 Conn = psycopg.Connection[Any]
 _COLUMNS = (
-    "subscription_id, subscriber_id, entity_type, entity_ids, state, start_after,"
+    "subscription_id, subscriber_id, entity_type, entity_ids, state, replay_after,"
     " created_at, updated_at"
 )
 
@@ -67,7 +67,7 @@ def authenticate(conn: Conn, token: str) -> str | None:
 
 
 def _view(row: tuple[Any, ...], prefix: str) -> SubscriptionView:
-    sub_id, subscriber, entity_type, ids, state, start_after, created, updated = row
+    sub_id, subscriber, entity_type, ids, state, start_position, created, updated = row
     return SubscriptionView(
         SubscriptionId=sub_id,
         DataSubscriberId=subscriber,
@@ -75,7 +75,7 @@ def _view(row: tuple[Any, ...], prefix: str) -> SubscriptionView:
         EntityId=list(ids),
         Topic=subscription_topic(sub_id, prefix=prefix),
         State=SubscriptionState(state),
-        StartPosition=start_after,
+        StartPosition=start_position,
         CreatedAt=created,
         UpdatedAt=updated,
     )
@@ -84,18 +84,22 @@ def _view(row: tuple[Any, ...], prefix: str) -> SubscriptionView:
 def create(
     conn: Conn, subscriber_id: str, request: SubscriptionRequest, *, prefix: str = DEFAULT_PREFIX
 ) -> SubscriptionView:
-    """A new subscription starts after the newest outbox row unless a position is given."""
+    """Live delivery starts after the newest outbox row; an explicit start position also
+    replays the kept rows from there up to that newest row."""
     row = conn.execute(
-        f"INSERT INTO subscriptions (subscription_id, subscriber_id, entity_type, entity_ids,"
-        f" start_after) VALUES (%s, %s, %s, %s,"
-        f" coalesce(%s, (SELECT coalesce(max(id), 0) FROM outbox))) RETURNING {_COLUMNS}",
-        (
-            uuid.uuid4().hex,
-            subscriber_id,
-            request.entity_type.value,
-            sorted(set(request.entity_ids)),
-            request.start_position,
-        ),
+        "WITH newest AS (SELECT coalesce(max(id), 0) AS id FROM outbox)"
+        " INSERT INTO subscriptions (subscription_id, subscriber_id, entity_type, entity_ids,"
+        " start_after, replay_after, replay_until)"
+        " SELECT %(id)s, %(subscriber)s, %(type)s, %(ids)s, newest.id,"
+        " least(coalesce(%(start)s, newest.id), newest.id), newest.id FROM newest"
+        f" RETURNING {_COLUMNS}",
+        {
+            "id": uuid.uuid4().hex,
+            "subscriber": subscriber_id,
+            "type": request.entity_type.value,
+            "ids": sorted(set(request.entity_ids)),
+            "start": request.start_position,
+        },
     ).fetchone()
     assert row is not None
     return _view(row, prefix)
@@ -157,6 +161,27 @@ def delete(conn: Conn, subscription_id: str, subscriber_id: str | None = None) -
     )
     if cur.rowcount == 0:
         raise UnknownSubscriptionError(subscription_id)
+
+
+def claim_replay(conn: Conn) -> tuple[Subscription, int] | None:
+    """One active subscription with history still to replay, locked for this transaction, as a
+    routing subscription starting at its replay position, and where its replay ends."""
+    row = conn.execute(
+        "SELECT subscription_id, entity_type, entity_ids, replay_after, replay_until"
+        " FROM subscriptions WHERE replay_after < replay_until AND state = 'active'"
+        " ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    ).fetchone()
+    if row is None:
+        return None
+    sid, etype, ids, replay_after, replay_until = row
+    return Subscription(sid, EntityType(etype), frozenset(ids), replay_after), replay_until
+
+
+def advance_replay(conn: Conn, subscription_id: str, position: int) -> None:
+    conn.execute(
+        "UPDATE subscriptions SET replay_after = %s WHERE subscription_id = %s",
+        (position, subscription_id),
+    )
 
 
 def for_routing(conn: Conn) -> list[Subscription]:

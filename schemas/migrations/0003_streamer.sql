@@ -9,8 +9,10 @@ CREATE TABLE subscribers (
     created_at            timestamptz NOT NULL DEFAULT now()
 );
 
--- A live subscription (seed 001): a filter and the topic its events go to. It receives the
--- outbox rows after start_after (the outbox position when it was created, unless asked for).
+-- A live subscription (seed 001): a filter and the topic its events go to. Live delivery gives
+-- it the outbox rows after start_after (the outbox position when it was created); a start
+-- position asked for at creation is replayed from the kept outbox: rows in
+-- (replay_after, replay_until], replay_after advancing as the replay is acknowledged.
 CREATE TABLE subscriptions (
     subscription_id  text        PRIMARY KEY,
     subscriber_id    text        NOT NULL REFERENCES subscribers ON DELETE CASCADE,
@@ -19,6 +21,8 @@ CREATE TABLE subscriptions (
     entity_ids       text[]      NOT NULL DEFAULT '{}',
     state            text        NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused')),
     start_after      bigint      NOT NULL,
+    replay_after     bigint      NOT NULL DEFAULT 0,
+    replay_until     bigint      NOT NULL DEFAULT 0,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CHECK ((entity_type = 'None') = (cardinality(entity_ids) = 0))

@@ -185,3 +185,88 @@ def scrape(url: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
     return values
+
+
+def streamer_env(
+    *, dsn: str, port: int, prefix: str, http_port: int, client_id: str = "streamer", **extra: str
+) -> dict[str, str]:
+    return {
+        "STREAM_DATABASE_URL": dsn,
+        "STREAM_MQTT__PORT": str(port),
+        "STREAM_MQTT__TOPIC_PREFIX": prefix,
+        "STREAM_CLIENT_ID": client_id,
+        "STREAM_HTTP_PORT": str(http_port),
+        "STREAM_METRICS_PORT": "0",
+        "STREAM_STATS_INTERVAL_S": "0.5",
+        **extra,
+    }
+
+
+class EventCollector:
+    """A subscriber's MQTT client that records every EVChargingEvents message it receives."""
+
+    def __init__(
+        self,
+        port: int,
+        topics: Iterable[str],
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str | None = None,
+        persistent: bool = False,
+    ) -> None:
+        self.messages: list[tuple[str, list[dict[str, Any]], list[tuple[str, str]]]] = []
+        self.granted: list[int] = []
+        self.refused: str | None = None
+        self._topics = list(topics)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"sub-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        props = None
+        if persistent:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", port, clean_start=not persistent, properties=props)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self.refused = str(reason)
+            return
+        if self._topics:
+            client.subscribe([(topic, 1) for topic in self._topics])
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _m: Any, codes: Any, _p: Any) -> None:
+        self.granted = [code.value for code in codes]
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        props = getattr(message.properties, "UserProperty", [])
+        events = orjson.loads(message.payload)["EVChargingEvents"]
+        self.messages.append((message.topic, events, list(props)))
+
+    def subscribed(self) -> bool:
+        return len(self.granted) == len(self._topics)
+
+    def event_ids(self, topic: str | None = None) -> list[str]:
+        """Event ids in arrival order (with any redelivered duplicates)."""
+        return [
+            value
+            for got_topic, _, props in list(self.messages)
+            if topic is None or got_topic == topic
+            for name, value in props
+            if name == "event-id"
+        ]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
