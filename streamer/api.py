@@ -6,7 +6,6 @@ own subscriptions (another's is a 404, so ids cannot be probed). ``Itron-Correla
 echoed back, or generated when absent, and logged with the request.
 """
 
-
 import logging
 import uuid
 from collections.abc import Awaitable, Callable

@@ -194,7 +194,8 @@ def test_cli_manages_subscriptions_and_refuses_bad_filters(pipeline: Pipeline, a
 
 def _subscribe(api: httpx.Client, entity_type: str, *ids: str, **extra: Any) -> dict[str, Any]:
     made = api.post(
-        "/dpss/api/v1/subscriptions", json={"EntityType": entity_type, "EntityId": list(ids), **extra}
+        "/dpss/api/v1/subscriptions",
+        json={"EntityType": entity_type, "EntityId": list(ids), **extra},
     )
     assert made.status_code == 201, made.text
     return dict(made.json())
@@ -226,7 +227,11 @@ def test_filters_of_every_entity_type_deliver_exactly_the_matching_seed_001_even
         }  # fmt: skip
         publish_all(
             pipeline.broker_port,
-            [m for tid, (meter, at) in sessions.items() for m in session(pipeline.prefix, meter, tid, at)],
+            [
+                m
+                for tid, (meter, at) in sessions.items()
+                for m in session(pipeline.prefix, meter, tid, at)
+            ],
         )
         expected = {
             "all": set(sessions),
@@ -268,12 +273,14 @@ def test_filters_of_every_entity_type_deliver_exactly_the_matching_seed_001_even
             assert len(ids) == len(kinds) == len(events)
             for event_id, kind, event in zip(ids, kinds, events, strict=True):
                 assert event_id.endswith(f":{kind}")
-                assert list(event) == [
-                    f.alias for f in StreamEvent.model_fields.values()
-                ], "seed 001 field names and order"
+                assert list(event) == [f.alias for f in StreamEvent.model_fields.values()], (
+                    "seed 001 field names and order"
+                )
                 seen[event_id] = event
         for tid, (meter, _) in sessions.items():
-            sp, meter_id, number, esn, tx, premise, received, start, end, w, dur, energy = stored[tid]
+            sp, meter_id, number, esn, tx, premise, received, start, end, w, dur, energy = stored[
+                tid
+            ]
             # An unregistered meter keeps its own id as MeterID; the rest is unknown (null).
             identity = {"ServicePointID": sp, "MeterID": meter_id or meter, "MeterNumber": number,
                         "ESN": esn, "TransformerID": tx, "PremiseID": premise}  # fmt: skip
@@ -283,9 +290,15 @@ def test_filters_of_every_entity_type_deliver_exactly_the_matching_seed_001_even
                 assert event["ReceivedTime"] == received.isoformat().replace("+00:00", "Z")
             assert begin["ChargeStartTime"] == start.isoformat().replace("+00:00", "Z")
             assert begin["ChargeW"] == 7200.0
-            assert begin["ChargeEndTime"] is begin["ChargeDuration"] is begin["ChargeEnergy"] is None
+            assert (
+                begin["ChargeEndTime"] is begin["ChargeDuration"] is begin["ChargeEnergy"] is None
+            )
             assert finish["ChargeEndTime"] == end.isoformat().replace("+00:00", "Z")
-            assert (finish["ChargeDuration"], finish["ChargeEnergy"]) == (dur, energy) == (2.0, 12000.0)
+            assert (
+                (finish["ChargeDuration"], finish["ChargeEnergy"])
+                == (dur, energy)
+                == (2.0, 12000.0)
+            )
             assert finish["ChargeStartTime"] is finish["ChargeW"] is None
         assert seen["f-3a:start"]["TransformerID"] == "XF-B"
         assert seen["f-3b:start"]["TransformerID"] == "XF-C"
@@ -303,8 +316,14 @@ def test_a_new_subscription_starts_now_unless_a_start_position_is_asked_for(
 ) -> None:
     publish_all(pipeline.broker_port, session(pipeline.prefix, "m-2", "before-sub", 600))
     wait_until(
-        lambda: _count(pipeline.dsn, "SELECT count(*) FROM outbox WHERE transaction_id ="
-                       " 'before-sub' AND delivered_at IS NOT NULL") == 2,  # fmt: skip
+        lambda: (
+            _count(
+                pipeline.dsn,
+                "SELECT count(*) FROM outbox WHERE transaction_id ="
+                " 'before-sub' AND delivered_at IS NOT NULL",
+            )
+            == 2
+        ),  # fmt: skip
         timeout=30,
         what="the earlier session to be delivered",
     )
