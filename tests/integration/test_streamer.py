@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,15 +16,13 @@ import psycopg
 import pytest
 
 from ingestor.registry import load as load_registry
-from runtime.localservers import MosquittoServer, free_port
+from runtime.localservers import free_port
 from runtime.migrations import migrate
 from schemas.itron import StreamEvent, StreamPayload
 from schemas.topics import subscription_topic
-from streamer.subscriptions import issue_credentials
-from tests.conftest import BrokerAddress, create_database, drop_database
+from tests.conftest import BrokerAddress
 from tests.integration.services import (
     ROOT,
-    T0,
     EventCollector,
     ServiceProcess,
     ingestor_env,
@@ -278,7 +273,7 @@ def test_filters_of_every_entity_type_deliver_exactly_the_matching_seed_001_even
                 )
                 seen[event_id] = event
         for tid, (meter, _) in sessions.items():
-            sp, meter_id, number, esn, tx, premise, received, start, end, w, dur, energy = stored[
+            sp, meter_id, number, esn, tx, premise, received, start, end, _, dur, energy = stored[
                 tid
             ]
             # An unregistered meter keeps its own id as MeterID; the rest is unknown (null).
@@ -323,7 +318,7 @@ def test_a_new_subscription_starts_now_unless_a_start_position_is_asked_for(
                 " 'before-sub' AND delivered_at IS NOT NULL",
             )
             == 2
-        ),  # fmt: skip
+        ),
         timeout=30,
         what="the earlier session to be delivered",
     )

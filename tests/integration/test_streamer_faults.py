@@ -182,7 +182,7 @@ def test_two_replicas_deliver_each_row_once_and_in_order_per_meter(
                 http_port=free_port(),
                 client_id=name,
                 STREAM_BATCH_SIZE="40",
-            ),  # fmt: skip
+            ),
         )
         for name in ("replica-a", "replica-b")
     ]
