@@ -8,6 +8,8 @@ that does not acknowledge in time rolls the transaction back.
 Replicas: rows are claimed ``FOR UPDATE SKIP LOCKED`` together with a transaction-scoped
 advisory lock per meter, so while one replica holds any of a meter's rows no other replica
 takes a later row of that meter; that keeps each meter's events in order across replicas.
+"Order" is outbox-id order among committed rows: two ingestor replicas committing two sessions
+of one meter at the same moment could make the lower id visible after the higher one.
 """
 
 from __future__ import annotations

@@ -118,6 +118,14 @@ def database(pg_admin_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]
 
 
 @pytest.fixture
+def fresh_db(pg_admin_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database for one test; its DSN."""
+    dsn = create_database(pg_admin_dsn, request.node.name[:20])
+    yield dsn
+    drop_database(pg_admin_dsn, dsn)
+
+
+@pytest.fixture
 def private_postgres(tmp_path: Path) -> Iterator[Callable[[], PostgresServer]]:
     """Factory for PostgreSQL servers a test may stop and restart."""
     servers: list[PostgresServer] = []

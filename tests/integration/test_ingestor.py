@@ -17,7 +17,7 @@ import pytest
 
 from runtime.localservers import PostgresServer
 from runtime.migrations import migrate
-from tests.conftest import BrokerAddress, create_database, drop_database
+from tests.conftest import BrokerAddress
 from tests.integration.services import (
     ROOT,
     ServiceProcess,
@@ -31,13 +31,6 @@ from tests.integration.services import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def fresh_db(pg_admin_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    dsn = create_database(pg_admin_dsn, request.node.name[:20])
-    yield dsn
-    drop_database(pg_admin_dsn, dsn)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from schemas.itron import EntityType
 from schemas.subscriptions import SubscriptionRequest
 from streamer import subscriptions
 from streamer.credentials import broker_username, mosquitto_hash
-from tests.conftest import BrokerAddress, create_database, drop_database
+from tests.conftest import BrokerAddress
 from tests.integration.services import (
     EventCollector,
     ServiceProcess,
@@ -33,11 +33,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def fresh_db(pg_admin_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    dsn = create_database(pg_admin_dsn, request.node.name[:20])
-    migrate(dsn)
-    yield dsn
-    drop_database(pg_admin_dsn, dsn)
+def migrated_db(fresh_db: str) -> str:
+    migrate(migrated_db)
+    return fresh_db
 
 
 @pytest.fixture
@@ -125,22 +123,22 @@ def pending(dsn: str) -> int:
 
 
 def test_killing_the_streamer_and_restarting_the_broker_lose_nothing(
-    fresh_db: str,
+    migrated_db: str,
     private_broker: Callable[..., MosquittoServer],
     start_streamer: Callable[..., ServiceProcess],
 ) -> None:
     broker = private_broker(persistence=True)
     prefix = unique_prefix()
-    topic = subscribe_everything(fresh_db, prefix)
+    topic = subscribe_everything(migrated_db, prefix)
     collector = EventCollector(broker.port, [topic], client_id="dso-adms", persistent=True)
     wait_until(collector.subscribed, timeout=10, what="SUBACK")
-    env = streamer_env(dsn=fresh_db, port=broker.port, prefix=prefix, http_port=free_port(),
+    env = streamer_env(dsn=migrated_db, port=broker.port, prefix=prefix, http_port=free_port(),
                        STREAM_BATCH_SIZE="100", STREAM_ACK_TIMEOUT_S="2")  # fmt: skip
     streamer = start_streamer("first", **env)
 
     sessions = [(f"s-{n}", f"m-{n % 25}") for n in range(1500)]
     writer = threading.Thread(
-        target=write_outbox, args=(fresh_db, sessions), kwargs={"pause_s": 0.08}, daemon=True
+        target=write_outbox, args=(migrated_db, sessions), kwargs={"pause_s": 0.08}, daemon=True
     )
     writer.start()
     wait_until(lambda: len(collector.event_ids()) > 300, timeout=30, what="deliveries to begin")
@@ -152,13 +150,13 @@ def test_killing_the_streamer_and_restarting_the_broker_lose_nothing(
     broker.restart()
     assert writer.is_alive(), "the faults must hit a running stream"
     writer.join(timeout=120)
-    wait_until(lambda: pending(fresh_db) == 0, timeout=90, what="an empty outbox backlog")
+    wait_until(lambda: pending(migrated_db) == 0, timeout=90, what="an empty outbox backlog")
     expected = {f"{tid}:{kind}" for tid, _ in sessions for kind in ("start", "end")}
     wait_until(lambda: set(collector.event_ids()) >= expected, timeout=60,
                what="every event at the subscriber")  # fmt: skip
     arrived = collector.event_ids()
     assert set(arrived) == expected, "nothing lost, nothing foreign"
-    assert_in_order_per_meter(arrived, outbox_order(fresh_db))
+    assert_in_order_per_meter(arrived, outbox_order(migrated_db))
     duplicates = len(arrived) - len(expected)
     assert duplicates <= 2 * 100 * 2, "at most the batches in flight at the two faults"
     assert "disconnected from the broker" in streamer.log()  # the restart was really felt
@@ -166,17 +164,17 @@ def test_killing_the_streamer_and_restarting_the_broker_lose_nothing(
 
 
 def test_two_replicas_deliver_each_row_once_and_in_order_per_meter(
-    fresh_db: str, broker: BrokerAddress, start_streamer: Callable[..., ServiceProcess]
+    migrated_db: str, broker: BrokerAddress, start_streamer: Callable[..., ServiceProcess]
 ) -> None:
     prefix = unique_prefix()
-    topic = subscribe_everything(fresh_db, prefix)
+    topic = subscribe_everything(migrated_db, prefix)
     collector = EventCollector(broker.port, [topic])
     wait_until(collector.subscribed, timeout=10, what="SUBACK")
     replicas = [
         start_streamer(
             name,
             **streamer_env(
-                dsn=fresh_db,
+                dsn=migrated_db,
                 port=broker.port,
                 prefix=prefix,
                 http_port=free_port(),
@@ -187,7 +185,7 @@ def test_two_replicas_deliver_each_row_once_and_in_order_per_meter(
         for name in ("replica-a", "replica-b")
     ]
     sessions = [(f"r-{n}", f"m-{n % 40}") for n in range(1500)]
-    write_outbox(fresh_db, sessions, per_commit=150)
+    write_outbox(migrated_db, sessions, per_commit=150)
     expected = {f"{tid}:{kind}" for tid, _ in sessions for kind in ("start", "end")}
     wait_until(lambda: len(collector.event_ids()) >= len(expected), timeout=60,
                what="every event")  # fmt: skip
@@ -195,7 +193,7 @@ def test_two_replicas_deliver_each_row_once_and_in_order_per_meter(
     arrived = collector.event_ids()
     assert len(arrived) == len(set(arrived)) == len(expected), "each row delivered exactly once"
     assert set(arrived) == expected
-    assert_in_order_per_meter(arrived, outbox_order(fresh_db))
+    assert_in_order_per_meter(arrived, outbox_order(migrated_db))
     shares = [
         sum(
             v
@@ -210,7 +208,7 @@ def test_two_replicas_deliver_each_row_once_and_in_order_per_meter(
 
 
 def test_a_subscriber_can_read_only_its_own_subscription_topics(
-    fresh_db: str,
+    migrated_db: str,
     private_broker: Callable[..., MosquittoServer],
     start_streamer: Callable[..., ServiceProcess],
     tmp_path: Path,
@@ -229,7 +227,7 @@ def test_a_subscriber_can_read_only_its_own_subscription_topics(
     assert broker._process is not None
     pidfile.write_text(str(broker._process.pid))
     start_streamer(
-        **streamer_env(dsn=fresh_db, port=broker.port, prefix=prefix, http_port=free_port()),
+        **streamer_env(dsn=migrated_db, port=broker.port, prefix=prefix, http_port=free_port()),
         STREAM_MQTT__USERNAME="streamer",
         STREAM_MQTT__PASSWORD="streamer-secret",
         STREAM_BROKER_FILES__PASSWD=str(passwd),
@@ -238,7 +236,7 @@ def test_a_subscriber_can_read_only_its_own_subscription_topics(
         STREAM_BROKER_FILES__BASE_ACL=str(acl_base),
         STREAM_BROKER_FILES__RELOAD_PIDFILE=str(pidfile),
     )
-    with psycopg.connect(fresh_db) as conn:
+    with psycopg.connect(migrated_db) as conn:
         alice = subscriptions.issue_credentials(conn, "alice")
         bob = subscriptions.issue_credentials(conn, "bob")
         by_meter = SubscriptionRequest(EntityType=EntityType.METER, EntityId=["m-1"])
@@ -261,7 +259,7 @@ def test_a_subscriber_can_read_only_its_own_subscription_topics(
         # Mosquitto 2 grants any subscription and enforces the ACL per delivered message, so
         # the proof is in what arrives, below.
         wait_until(lambda: wrong.refused, timeout=10, what="a wrong password to be refused")
-        write_outbox(fresh_db, [("conf-1", "m-1")])
+        write_outbox(migrated_db, [("conf-1", "m-1")])
         wait_until(lambda: len(owner.event_ids()) == 2, timeout=30, what="bob's events")
         wait_until(lambda: len(set(intruder.event_ids())) == 2, timeout=30, what="alice's events")
         # alice tries to inject into bob's topic: her ACL has no write, so it never arrives
