@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def migrated_db(fresh_db: str) -> str:
-    migrate(migrated_db)
+    migrate(fresh_db)
     return fresh_db
 
 
