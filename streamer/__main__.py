@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from runtime.migrations import MigrationError, migrate
 from schemas.subscriptions import SubscriptionRequest, SubscriptionState
 from streamer import subscriptions
-from streamer.service import DEFAULT_BASE_ACL, run
-from streamer.settings import StreamerSettings
+from streamer.service import DEFAULT_BASE_ACL, BrokerFilesSync, run
+from streamer.settings import BrokerFiles, StreamerSettings
 from streamer.subscriptions import UnknownSubscriptionError
 
 
@@ -109,15 +109,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.command == "subscriptions":
                 return _subscriptions(conn, args, prefix)
-            count = subscriptions.write_broker_files(
-                conn,
-                passwd=args.passwd,
-                acl=args.acl,
-                base_passwd=args.base_passwd.read_text() if args.base_passwd else "",
-                base_acl=args.base_acl.read_text(),
-                prefix=prefix,
-            )
-            print(f"wrote {args.passwd} and {args.acl} for {count} subscribers")
+            files = BrokerFiles(passwd=args.passwd, acl=args.acl, base_passwd=args.base_passwd,
+                                base_acl=args.base_acl)  # fmt: skip
+            BrokerFilesSync(files, prefix).sync(conn)
+            print(f"wrote {args.passwd} and {args.acl}")
             return 0
     except ValidationError as exc:
         print(f"invalid subscription: {exc.errors()[0]['msg']}", file=sys.stderr)

@@ -9,7 +9,7 @@ echoed back, or generated when absent, and logged with the request.
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response, status
@@ -26,6 +26,7 @@ CORRELATION_HEADER = "Itron-CorrelationId"
 BASE = "/dpss/api/v1/subscriptions"
 
 _bearer = HTTPBearer(auto_error=False)
+T = TypeVar("T")
 
 
 def create_app(pool: ConnectionPool, *, prefix: str = DEFAULT_PREFIX) -> FastAPI:
@@ -75,7 +76,7 @@ def create_app(pool: ConnectionPool, *, prefix: str = DEFAULT_PREFIX) -> FastAPI
         404: {"description": "No such subscription for this subscriber."}
     }
 
-    def owned(action: Callable[[psycopg.Connection[Any]], SubscriptionView]) -> SubscriptionView:
+    def owned(action: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``action`` in one committed transaction; an unknown id is a 404."""
         try:
             with pool.connection() as conn:
@@ -110,10 +111,6 @@ def create_app(pool: ConnectionPool, *, prefix: str = DEFAULT_PREFIX) -> FastAPI
         BASE + "/{subscription_id}", status_code=status.HTTP_204_NO_CONTENT, responses=not_found
     )
     def delete_subscription(subscription_id: str, who: Subscriber) -> None:
-        try:
-            with pool.connection() as conn:
-                subscriptions.delete(conn, subscription_id, who)
-        except UnknownSubscriptionError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no subscription {exc}") from None
+        owned(lambda conn: subscriptions.delete(conn, subscription_id, who))
 
     return app

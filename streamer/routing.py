@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -86,7 +86,6 @@ class Routing:
     """Events an otherwise matching paused subscription did not get."""
     unmatched: int = 0
     """Rows no subscription wanted."""
-    per_subscription: dict[str, int] = field(default_factory=dict)
 
 
 def route(
@@ -133,5 +132,4 @@ def route(
         deliveries=sum(len(hits) for hits in matched.values()),
         paused=paused,
         unmatched=unmatched,
-        per_subscription={sub_id: len(hits) for sub_id, hits in matched.items()},
     )

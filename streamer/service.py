@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import uvicorn
@@ -26,6 +27,7 @@ from runtime.mqtt import make_connection
 from runtime.signals import drain_on_signals
 from streamer import subscriptions
 from streamer.api import create_app
+from streamer.credentials import write_atomically
 from streamer.delivery import BrokerUnavailableError, Deliverer, MqttPublisher, OutboxListener
 from streamer.metrics import StreamMetrics
 from streamer.settings import BrokerFiles, StreamerSettings
@@ -34,23 +36,40 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_ACL = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "acl"
 
 
-def sync_broker_files(pool: ConnectionPool, files: BrokerFiles, prefix: str) -> None:
-    """Rewrite the broker's password file and ACL from the database and make it reload."""
-    if files.passwd is None or files.acl is None:
-        return
-    base_acl = files.base_acl or DEFAULT_BASE_ACL
-    with pool.connection() as conn:
-        count = subscriptions.write_broker_files(
+class BrokerFilesSync:
+    """Keeps Mosquitto's password file and ACL in step with the subscribers and subscriptions:
+    rewritten (atomically) only when their text changes, then the broker is told to reload."""
+
+    def __init__(self, files: BrokerFiles, prefix: str) -> None:
+        self.files = files
+        self.prefix = prefix
+        self.written: tuple[str, str] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.files.passwd is not None and self.files.acl is not None
+
+    def sync(self, conn: psycopg.Connection[Any]) -> bool:
+        """True when the files were (re)written."""
+        files = self.files
+        if files.passwd is None or files.acl is None:
+            return False
+        base_acl = files.base_acl or DEFAULT_BASE_ACL
+        texts = subscriptions.render_broker_files(
             conn,
-            passwd=files.passwd,
-            acl=files.acl,
             base_passwd=files.base_passwd.read_text() if files.base_passwd else "",
             base_acl=base_acl.read_text() if base_acl.exists() else "",
-            prefix=prefix,
+            prefix=self.prefix,
         )
-    if files.reload_pidfile is not None and files.reload_pidfile.exists():
-        os.kill(int(files.reload_pidfile.read_text().strip()), signal.SIGHUP)
-    log.info("broker credentials written for %d subscribers", count)
+        if texts == self.written:
+            return False
+        write_atomically(files.passwd, texts[0])
+        write_atomically(files.acl, texts[1], mode=0o644)
+        self.written = texts
+        if files.reload_pidfile is not None and files.reload_pidfile.exists():
+            os.kill(int(files.reload_pidfile.read_text().strip()), signal.SIGHUP)
+        log.info("broker password file and ACL rewritten")
+        return True
 
 
 class ApiServer(uvicorn.Server):
@@ -137,20 +156,26 @@ def _deliver_until(
 ) -> None:
     backoff = 0.5
     next_stats = 0.0
-    sub_listener = _SubscriptionWatch(pool, settings)
+    broker_files = BrokerFilesSync(settings.broker_files, settings.mqtt.topic_prefix)
+    replay_due = True
     while not stop.is_set():
         if time.monotonic() >= next_stats:
             next_stats = time.monotonic() + settings.stats_interval_s
+            replay_due = True
             try:
                 deliverer.observe_backlog()
-                sub_listener.sync_if_changed()
+                if broker_files.enabled:
+                    with pool.connection() as conn:
+                        broker_files.sync(conn)
             except (psycopg.Error, PoolTimeout, OSError) as exc:
                 log.warning("statistics / broker files not refreshed: %s", exc)
         if not publisher.wait_connected(timeout=1.0):
             continue
         try:
             report = deliverer.deliver_once()
-            replayed = deliverer.replay_once()
+            # History is replayed in the background: looked for on each statistics tick, then
+            # batch after batch while there is some, never as a query on every delivery.
+            replay_due = replay_due and deliverer.replay_once().claimed > 0
             backoff = 0.5
         except BrokerUnavailableError as exc:
             deliverer.metrics.errors.labels("broker").inc()
@@ -164,34 +189,7 @@ def _deliver_until(
             stop.wait(backoff)
             backoff = min(backoff * 2, 10.0)
             continue
-        if report.claimed >= settings.batch_size or replayed.claimed:
+        if report.claimed >= settings.batch_size or replay_due:
             continue  # more is waiting
         if listener.wait(settings.poll_interval_s) and settings.linger_s:
             stop.wait(settings.linger_s)
-
-
-class _SubscriptionWatch:
-    """Keeps the broker's credential files in step with the subscriptions table."""
-
-    def __init__(self, pool: ConnectionPool, settings: StreamerSettings) -> None:
-        self.pool = pool
-        self.settings = settings
-        self.version: tuple[object, ...] | None = None
-
-    def sync_if_changed(self) -> None:
-        files = self.settings.broker_files
-        if files.passwd is None or files.acl is None:
-            return
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT (SELECT count(*) FROM subscriptions),"
-                " (SELECT max(updated_at) FROM subscriptions),"
-                " (SELECT string_agg(subscription_id, ',' ORDER BY subscription_id)"
-                "   FROM subscriptions),"
-                " (SELECT string_agg(subscriber_id || broker_password_hash, ','"
-                "   ORDER BY subscriber_id) FROM subscribers)"
-            ).fetchone()
-        version = tuple(row) if row else None
-        if version != self.version:
-            sync_broker_files(self.pool, files, self.settings.mqtt.topic_prefix)
-            self.version = version

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,12 +12,12 @@ from schemas.itron import EntityType
 from schemas.subscriptions import SubscriptionRequest, SubscriptionState, SubscriptionView
 from schemas.topics import DEFAULT_PREFIX, subscription_topic
 from streamer.credentials import (
+    broker_username,
     mosquitto_hash,
     new_secret,
     render_acl,
     render_passwd,
     token_hash,
-    write_atomically,
 )
 from streamer.routing import Subscription
 
@@ -55,7 +54,7 @@ def issue_credentials(conn: Conn, subscriber_id: str) -> IssuedCredentials:
         " broker_password_hash = excluded.broker_password_hash",
         (subscriber_id, token_hash(token), mosquitto_hash(password)),
     )
-    return IssuedCredentials(subscriber_id, token, f"sub-{subscriber_id}", password)
+    return IssuedCredentials(subscriber_id, token, broker_username(subscriber_id), password)
 
 
 def authenticate(conn: Conn, token: str) -> str | None:
@@ -195,20 +194,12 @@ def for_routing(conn: Conn) -> list[Subscription]:
     ]
 
 
-def write_broker_files(
-    conn: Conn,
-    *,
-    passwd: Path,
-    acl: Path,
-    base_passwd: str = "",
-    base_acl: str = "",
-    prefix: str = DEFAULT_PREFIX,
-) -> int:
-    """Write Mosquitto's password file and ACL for every subscriber; returns how many."""
+def render_broker_files(
+    conn: Conn, *, base_passwd: str, base_acl: str, prefix: str = DEFAULT_PREFIX
+) -> tuple[str, str]:
+    """Mosquitto's password file and ACL for every subscriber, as text."""
     hashes = dict(conn.execute("SELECT subscriber_id, broker_password_hash FROM subscribers"))
     grants: dict[str, list[str]] = {sid: [] for sid in hashes}
     for sid, sub_id in conn.execute("SELECT subscriber_id, subscription_id FROM subscriptions"):
         grants[sid].append(subscription_topic(sub_id, prefix=prefix))
-    write_atomically(passwd, render_passwd(base_passwd, hashes))
-    write_atomically(acl, render_acl(base_acl, grants), mode=0o644)
-    return len(hashes)
+    return render_passwd(base_passwd, hashes), render_acl(base_acl, grants)

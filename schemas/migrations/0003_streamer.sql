@@ -42,11 +42,3 @@ BEGIN
 END $$;
 CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
     FOR EACH STATEMENT EXECUTE FUNCTION ev_notify_outbox();
-
-CREATE FUNCTION ev_notify_subscriptions() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('ev_subscriptions', '');
-    RETURN NULL;
-END $$;
-CREATE TRIGGER subscriptions_notify AFTER INSERT OR UPDATE OR DELETE ON subscriptions
-    FOR EACH STATEMENT EXECUTE FUNCTION ev_notify_subscriptions();
