@@ -11,7 +11,13 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.edrv import Action, ActionEvent, ActionResponse, CommandResult, EdgeCommand, PowerLimit
-from schemas.itron import BatchRequest, ChargingEventRecord, OnDemandRequest, StreamPayload
+from schemas.itron import (
+    BatchJob,
+    BatchRequest,
+    ChargingEventRecord,
+    OnDemandRequest,
+    StreamPayload,
+)
 from schemas.pleevi import Measurement, Transaction
 from schemas.status import GatewayStatus
 
@@ -23,6 +29,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "itron.stream_payload": StreamPayload,
     "itron.on_demand_request": OnDemandRequest,
     "itron.batch_request": BatchRequest,
+    "itron.batch_job": BatchJob,
     "edrv.power_limit": PowerLimit,
     "edrv.action": Action,
     "edrv.action_response": ActionResponse,

@@ -18,7 +18,7 @@ a real number.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AliasChoices,
@@ -157,9 +157,10 @@ class StreamPayload(BaseModel):
     events: list[StreamEvent] = Field(alias="EVChargingEvents", min_length=1)
 
 
-EntityIds = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=10_000)
-]
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+"""A registry identifier as a filter names it: printable, no control characters."""
+
+EntityIds = Annotated[list[Identifier], Field(max_length=10_000)]
 
 
 class OnDemandRequest(BaseModel):
@@ -184,7 +185,11 @@ class OnDemandRequest(BaseModel):
     entity_type: EntityType = Field(default=EntityType.NONE, alias="EntityType")
     entity_ids: EntityIds = Field(default_factory=list, alias="EntityId")
     page_token: str | None = Field(
-        default=None, alias="PageToken", description="Opaque token from the previous page."
+        default=None,
+        alias="PageToken",
+        max_length=1024,
+        description="The Next-Page-Token header of the previous page; the other fields must "
+        "be those of that request.",
     )
 
     @field_validator("entity_ids", mode="before")
@@ -211,7 +216,11 @@ def _blank_is_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-Token = Annotated[str | None, BeforeValidator(_blank_is_none)]
+Token = Annotated[
+    Annotated[str, Field(max_length=100_000, pattern=r"^[^\x00-\x1f\x7f]*$")] | None,
+    BeforeValidator(_blank_is_none),
+    Field(description="One id or a comma-separated list; empty = no filter."),
+]
 TokenInstant = Annotated[QueryInstant | None, BeforeValidator(_blank_is_none)]
 
 
@@ -248,4 +257,31 @@ class BatchRequest(BaseModel):
     is_ohs_request: bool = Field(default=False, alias="isOhsRequest")
 
 
-BatchStatus = Literal["queued", "running", "done", "failed"]
+class BatchStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class BatchJob(BaseModel):
+    """A batch-request job as the API reports it."""
+
+    model_config = _OURS
+
+    job_id: str = Field(alias="JobId")
+    subscription_id: str = Field(alias="SubscriptionId")
+    status: BatchStatus = Field(alias="Status")
+    filetype: FileType = Field(alias="filetype")
+    tokens: BatchTokens = Field(alias="tokens")
+    is_ohs_request: bool = Field(alias="isOhsRequest")
+    reason: str | None = Field(default=None, alias="Reason", description="Why it failed.")
+    row_count: int | None = Field(default=None, alias="RowCount")
+    size_bytes: int | None = Field(default=None, alias="SizeBytes")
+    sha256: str | None = Field(default=None, alias="Sha256", description="Of the file, hex.")
+    created_at: UtcDatetime = Field(alias="CreatedAt")
+    started_at: UtcDatetime | None = Field(default=None, alias="StartedAt")
+    finished_at: UtcDatetime | None = Field(default=None, alias="FinishedAt")
+    download: str | None = Field(
+        default=None, alias="Download", description="Path of the file once the job is done."
+    )

@@ -20,7 +20,10 @@ def to_utc(value: datetime) -> datetime:
     """Return ``value`` in UTC; refuse naive datetimes."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp has no UTC offset; send e.g. 2024-05-28T10:52:00+00:00")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp is out of range once converted to UTC") from None
 
 
 def format_utc(value: datetime) -> str:

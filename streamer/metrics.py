@@ -88,3 +88,34 @@ class StreamMetrics:
         )
         for cause in ("broker", "database"):
             self.errors.labels(cause)
+        self.on_demand_latency = Histogram(
+            "ev_stream_on_demand_query_seconds",
+            "Time to answer an on-demand page, database query included.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.export_jobs = Counter(
+            "ev_stream_export_jobs_total",
+            "Batch-request jobs finished, by outcome.",
+            ["status"],
+            registry=registry,
+        )
+        for outcome in ("done", "failed"):
+            self.export_jobs.labels(outcome)
+        self.export_rows = Counter(
+            "ev_stream_export_rows_total",
+            "Charging events written to batch-export files.",
+            registry=registry,
+        )
+        self.export_duration = Histogram(
+            "ev_stream_export_duration_seconds",
+            "Time to write a batch-export file, by file type.",
+            ["filetype"],
+            buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=registry,
+        )
+        self.export_queue = Gauge(
+            "ev_stream_export_jobs_waiting",
+            "Batch-request jobs queued or running.",
+            registry=registry,
+        )

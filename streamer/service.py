@@ -1,4 +1,4 @@
-"""``python -m streamer run``: migrations, HTTP API, outbox delivery, metrics.
+"""``python -m streamer run``: migrations, HTTP API, outbox delivery, batch exports, metrics.
 
 Shutdown (first SIGINT/SIGTERM): finish the delivery in hand (its commit follows the broker's
 acknowledgements), stop the API, disconnect. A second signal exits at once; what was not
@@ -29,6 +29,7 @@ from streamer import subscriptions
 from streamer.api import create_app
 from streamer.credentials import write_atomically
 from streamer.delivery import BrokerUnavailableError, Deliverer, MqttPublisher, OutboxListener
+from streamer.exports import ExportRunner
 from streamer.metrics import StreamMetrics
 from streamer.settings import BrokerFiles, StreamerSettings
 
@@ -91,8 +92,22 @@ def run(settings: StreamerSettings) -> int:
              ", ".join(applied) or "none")  # fmt: skip
     registry = CollectorRegistry()
     metrics = StreamMetrics(registry)
-    pool = open_pool(dsn, max_size=6)
+    pool = open_pool(dsn, max_size=6 + settings.export_workers)
     prefix = settings.mqtt.topic_prefix
+    stop = threading.Event()
+    export_wanted = threading.Event()
+    runner = ExportRunner(
+        pool, settings.export_dir, max_rows=settings.export_max_rows, metrics=metrics
+    )
+    exporters = [
+        threading.Thread(
+            target=_export_until,
+            args=(stop, runner, export_wanted, settings.poll_interval_s),
+            name=f"export-{i}",
+            daemon=True,
+        )
+        for i in range(settings.export_workers)
+    ]
 
     connection = make_connection(settings.mqtt, settings.client_id)
     publisher = MqttPublisher(connection, ack_timeout_s=settings.ack_timeout_s)
@@ -106,7 +121,13 @@ def run(settings: StreamerSettings) -> int:
     )
     api = ApiServer(
         uvicorn.Config(
-            create_app(pool, prefix=prefix),
+            create_app(
+                pool,
+                prefix=prefix,
+                export_dir=settings.export_dir,
+                metrics=metrics,
+                on_batch_request=export_wanted.set,
+            ),
             host=settings.http_host,
             port=settings.http_port,
             log_level="warning",
@@ -122,8 +143,9 @@ def run(settings: StreamerSettings) -> int:
     log.info("metrics on http://%s:%d/metrics; API on http://%s:%d", *http.server_address[:2],
              settings.http_host, settings.http_port)  # fmt: skip
 
-    stop = threading.Event()
     drain_on_signals(stop, log, forced="undelivered outbox rows stay pending")
+    for exporter in exporters:
+        exporter.start()
     connection.start()
     listener = OutboxListener(dsn)
     try:
@@ -139,6 +161,9 @@ def run(settings: StreamerSettings) -> int:
         listener.close()
         api.should_exit = True
         api_thread.join(timeout=5)
+        export_wanted.set()
+        for exporter in exporters:
+            exporter.join(timeout=5)  # a long export is picked up again by another streamer
         connection.stop()
         http.shutdown()
         pool.close(timeout=5)
@@ -193,3 +218,18 @@ def _deliver_until(
             continue  # more is waiting
         if listener.wait(settings.poll_interval_s) and settings.linger_s:
             stop.wait(settings.linger_s)
+
+
+def _export_until(
+    stop: threading.Event, runner: ExportRunner, wanted: threading.Event, poll_s: float
+) -> None:
+    """Run batch requests as they come: woken by this API, polling for other replicas'."""
+    while not stop.is_set():
+        try:
+            runner.observe_queue()
+            if runner.run_once() is not None:
+                continue
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("export queue unavailable: %s", exc)
+        wanted.wait(poll_s)
+        wanted.clear()

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.mqtt import MqttSettings
 
+DEFAULT_EXPORT_DIR = Path(".run/exports")
+
 
 class BrokerFiles(BaseModel):
     """Where to keep Mosquitto's password file and ACL current with the subscriptions; the
@@ -48,3 +50,12 @@ class StreamerSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9320, ge=0, le=65535, description="0 = any free port.")
     broker_files: BrokerFiles = BrokerFiles()
+    export_dir: Path = Field(
+        default=DEFAULT_EXPORT_DIR,
+        description="Where batch-export files are written and served from (shared storage "
+        "when several streamers run).",
+    )
+    export_max_rows: int = Field(
+        default=50_000_000, ge=1, description="A batch request matching more events fails."
+    )
+    export_workers: int = Field(default=1, ge=0, le=8, description="Concurrent export jobs.")
