@@ -103,42 +103,37 @@ def make_events(count: int = 2600, *, now: datetime = NOW, seed: int = 7) -> lis
     return events
 
 
-def insert_events(conn: psycopg.Connection[Any], events: Iterable[Event]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO charging_events (transaction_id, charge_start_time, asset_id, site_id,"
-            " status, charge_end_time, charge_w, charge_duration_h, charge_energy_wh,"
-            " received_time, last_activity, latest_ended, latest_sequence, latest_ts,"
-            " saw_started, start_emitted, end_emitted, registry_matched, meter_id,"
-            " meter_number, esn, service_point_id, premise_id, transformer_id, feeder_id)"
-            " VALUES (%s, %s, %s, 'site-1', %s, %s, %s, %s, %s, %s, %s, %s, 1, %s, true, true,"
-            " %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    e.transaction_id,
-                    e.charge_start_time,
-                    e.asset_id,
-                    "open" if e.charge_end_time is None else "closed",
-                    e.charge_end_time,
-                    e.charge_w,
-                    e.charge_duration_h,
-                    e.charge_energy_wh,
-                    e.received_time,
-                    e.charge_end_time or e.charge_start_time,
-                    e.charge_end_time is not None,
-                    e.charge_end_time or e.charge_start_time,
-                    e.charge_end_time is not None,
-                    e.meter_id is not None,
-                    e.meter_id,
-                    e.meter_number,
-                    e.esn,
-                    e.service_point_id,
-                    e.premise_id,
-                    e.transformer_id,
-                    e.feeder_id,
-                )
-                for e in events
-            ],
+_COLUMNS = (
+    "transaction_id, charge_start_time, asset_id, site_id, status, charge_end_time, charge_w,"
+    " charge_duration_h, charge_energy_wh, received_time, last_activity, latest_ended,"
+    " latest_sequence, latest_ts, saw_started, start_emitted, end_emitted, registry_matched,"
+    " meter_id, meter_number, esn, service_point_id, premise_id, transformer_id, feeder_id"
+)
+
+
+def _values(e: Event) -> tuple[Any, ...]:
+    last = e.charge_end_time or e.charge_start_time
+    ended = e.charge_end_time is not None
+    return (
+        e.transaction_id, e.charge_start_time, e.asset_id, "site-1",
+        "closed" if ended else "open", e.charge_end_time, e.charge_w, e.charge_duration_h,
+        e.charge_energy_wh, e.received_time, last, ended, 1, last, True, True, ended,
+        e.meter_id is not None, e.meter_id, e.meter_number, e.esn, e.service_point_id,
+        e.premise_id, e.transformer_id, e.feeder_id,
+    )  # fmt: skip
+
+
+def insert_events(conn: psycopg.Connection[Any], events: Iterable[Event], chunk: int = 500) -> None:
+    """Multi-row INSERTs (no pipeline, no prepared statements: the WASM TimescaleDB takes them)."""
+    rows = [_values(e) for e in events]
+    placeholders = "(" + ", ".join(["%s"] * 25) + ")"
+    for i in range(0, len(rows), chunk):
+        part = rows[i : i + chunk]
+        conn.execute(
+            f"INSERT INTO charging_events ({_COLUMNS}) VALUES "
+            + ", ".join([placeholders] * len(part)),
+            [value for row in part for value in row],
+            prepare=False,
         )
     conn.commit()
 

@@ -201,6 +201,8 @@ def test_on_demand_date_ranges_offsets_and_date_only(data: dict[str, Any], every
         ({"EntityType": "None", "EntityId": ["M-001"]}, "EntityId"),
         ({"EntityType": "Feeder", "EntityId": ["F-1"]}, "EntityType"),
         ({"PageToken": "not-a-token"}, "PageToken"),
+        ({"EntityType": "Meter", "EntityId": ["M-\u0000"]}, "EntityId.0"),  # not storable text
+        ({"StartEventDate": "9999-12-31T23:30:00-01:00"}, "StartEventDate"),  # beyond year 9999
         ({"Unknown": 1}, "Unknown"),
     ],
 )

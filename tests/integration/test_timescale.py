@@ -6,16 +6,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pyarrow.parquet as pq
 import pytest
+from psycopg_pool import ConnectionPool
 
 from ingestor.decode import Decoded, Received, decode
 from ingestor.store import Store
 from runtime.localservers import LiteTimescaleServer, LocalServerError
 from runtime.migrations import Flavour, migrate
+from schemas.itron import BatchRequest, EntityType, FileType, OnDemandRequest
+from streamer import exports
+from streamer.eventquery import on_demand_query, page_sql, subscription_condition
+from streamer.exports import ExportRunner
 from tests.conftest import _unavailable
+from tests.integration.eventdata import NOW, insert_events, make_events
 from tests.integration.services import T0, measurement, session
 
 pytestmark = pytest.mark.integration
@@ -160,3 +168,56 @@ def test_timescale_retention_and_compression_jobs_run(timescale_dsn: str) -> Non
         left = conn.execute("SELECT ts FROM measurements WHERE asset_id = 'r'").fetchall()
         assert [row[0] for row in left] == [recent]
         conn.execute("CALL refresh_continuous_aggregate('ev_transformer_15m', NULL, NULL)")
+
+
+def data_api_answers(dsn: str, export_dir: Path) -> tuple[list[Any], list[Any]]:
+    """An on-demand page and a Parquet batch export, as the API would run them."""
+    query = on_demand_query(
+        OnDemandRequest(EntityType="Transformer", EntityId=["XF-1", "XF-3"],
+                        StartEventDate="2026-04-01", EndEventDate="2026-10-31"),
+        subscription_condition(EntityType.NONE, []),
+        now=NOW,
+    )  # fmt: skip
+    with connect(dsn) as conn:
+        statement, params = page_sql(query, None, 100)
+        page = conn.execute(statement, params).fetchall()
+        conn.execute(
+            "INSERT INTO subscribers VALUES ('s', 'h', 'p', now()) ON CONFLICT DO NOTHING;"
+            " INSERT INTO subscriptions (subscription_id, subscriber_id, entity_type, start_after)"
+            " VALUES ('sub', 's', 'None', 0) ON CONFLICT DO NOTHING"
+        )
+        job = exports.submit(
+            conn, "sub", BatchRequest(filetype="parquet"), query,
+            correlation_id=None, base_path="/x",
+        )  # fmt: skip
+        conn.commit()
+    pool = ConnectionPool(dsn, min_size=1, max_size=1, open=True)
+    try:
+        assert ExportRunner(pool, export_dir, max_rows=10_000).run_once() == job.job_id
+    finally:
+        pool.close()
+    table = pq.read_table(exports.file_path(export_dir, job.job_id, FileType.PARQUET))
+    return page, table.to_pylist()
+
+
+def test_data_api_queries_give_the_same_answers_on_timescale(
+    timescale_dsn: str, database: str, tmp_path: Path
+) -> None:
+    """On-demand pages and batch exports read the charging_events hypertable exactly as they
+    read the partitioned table."""
+    migrate_lite(timescale_dsn)
+    migrate(database)
+    events = make_events(1500)
+    with connect(timescale_dsn) as conn:
+        insert_events(conn, events)
+    with psycopg.connect(database) as conn:
+        insert_events(conn, events)
+    lite = data_api_answers(timescale_dsn, tmp_path / "lite")
+    plain = data_api_answers(database, tmp_path / "plain")
+    assert lite == plain
+    assert len(lite[0]) == 100
+    want = [e for e in events if e.transformer_id in {"XF-1", "XF-3"}
+            and e.charge_end_time is not None
+            and datetime(2026, 4, 1, tzinfo=UTC) <= e.charge_start_time
+            <= datetime(2026, 10, 31, tzinfo=UTC)]  # fmt: skip
+    assert len(lite[1]) == len(want) > 100
