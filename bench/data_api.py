@@ -1,0 +1,291 @@
+"""Data API at scale: on-demand pages and batch exports over millions of charging events.
+
+    .venv/bin/python -m bench.data_api [--events 10000000] [--queries 200] [--export-rows 1000000]
+
+A private PostgreSQL is started and migrated, then filled (in SQL) with ``--events`` completed
+charging events over the last 12 months: 100,000 meters, 20 per transformer, 500 per feeder.
+
+On-demand: ``--queries`` requests of 1,000 rows each through the HTTP API (uvicorn, real
+authentication, JSON), for one transformer, a list of 15 meters, and a one-week date range,
+each with a random id or week; side by side with the same SQL run directly (the database's
+share). Then a deep page: page 50 of the date range by the API's keyset token vs by OFFSET.
+
+Batch export: about ``--export-rows`` events (a date range) to each file type by the export
+runner, each in its own process, timing it and reading its peak resident memory; side by side
+with PostgreSQL's own ``COPY ... TO STDOUT (FORMAT csv)`` of the same rows as the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import uvicorn
+from psycopg import sql
+
+from runtime.database import open_pool
+from runtime.localservers import PostgresServer, free_port, server_directory
+from runtime.migrations import migrate
+from schemas.itron import BatchRequest, BatchTokens, FileType, OnDemandRequest
+from streamer import exports, subscriptions
+from streamer.api import BASE, NEXT_PAGE_HEADER, create_app
+from streamer.eventquery import EventQuery, batch_query, export_sql, on_demand_query, page_sql
+from streamer.exports import ExportRunner
+from streamer.service import ApiServer
+
+ROOT = Path(__file__).resolve().parents[1]
+METERS = 100_000
+PER_TRANSFORMER = 20
+PER_FEEDER = 500
+
+GENERATE = """
+INSERT INTO charging_events (transaction_id, charge_start_time, asset_id, site_id, status,
+    charge_end_time, charge_w, charge_duration_h, charge_energy_wh, received_time,
+    last_activity, latest_ended, latest_sequence, latest_ts, saw_started, start_emitted,
+    end_emitted, registry_matched, meter_id, meter_number, esn, service_point_id, premise_id,
+    transformer_id, feeder_id)
+SELECT 'tx-' || n, s, 'dev-' || m, 'site-' || (m / 1000), 'closed', s + d, w,
+    extract(epoch FROM d) / 3600, w * extract(epoch FROM d) / 3600 * 0.9,
+    s + interval '40 seconds', s + d, true, 3, s + d, true, true, true, true,
+    'M-' || m, 'N-' || m, '2.16.840.1.114416.' || m, 'SP-' || m, 'P-' || m,
+    'XF-' || (m / %(per_transformer)s), 'F-' || (m / %(per_feeder)s)
+FROM (
+    SELECT n, n %% %(meters)s AS m,
+        %(first)s::timestamptz + (hashint8(n) & 2147483647) %% %(span)s * interval '1 second' AS s,
+        (20 + (hashint8(n + 1) & 2147483647) %% 580) * interval '1 minute' AS d,
+        1400 + (hashint8(n + 2) & 2147483647) %% 10000 AS w
+    FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS n
+) AS g
+"""
+
+
+def fill(dsn: str, events: int, now: datetime) -> float:
+    first = now - timedelta(days=365)
+    started = time.perf_counter()
+    chunk = 1_000_000
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        for lo in range(0, events, chunk):
+            hi = min(events, lo + chunk) - 1
+            conn.execute(GENERATE, {"first": first, "span": 365 * 86400, "lo": lo, "hi": hi,
+                                    "meters": METERS, "per_transformer": PER_TRANSFORMER,
+                                    "per_feeder": PER_FEEDER})  # fmt: skip
+            print(f"  {hi + 1:>11,} events ({time.perf_counter() - started:.0f} s)", flush=True)
+        conn.execute("VACUUM ANALYZE charging_events")
+    return time.perf_counter() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def on_demand_bodies(kind: str, rng: random.Random, now: datetime) -> dict[str, Any]:
+    if kind == "transformer":
+        return {"EntityType": "Transformer",
+                "EntityId": [f"XF-{rng.randrange(METERS // PER_TRANSFORMER)}"]}  # fmt: skip
+    if kind == "meters (15)":
+        return {"EntityType": "Meter",
+                "EntityId": [f"M-{rng.randrange(METERS)}" for _ in range(15)]}  # fmt: skip
+    start = now - timedelta(days=rng.randrange(8, 360))
+    return {"StartEventDate": start.isoformat(),
+            "EndEventDate": (start + timedelta(days=7)).isoformat()}  # fmt: skip
+
+
+def measure_on_demand(dsn: str, queries: int, now: datetime) -> list[tuple[str, ...]]:
+    with psycopg.connect(dsn) as conn:
+        issued = subscriptions.issue_credentials(conn, "bench")
+    pool = open_pool(dsn, max_size=4)
+    app = create_app(pool, export_dir=Path(tempfile.gettempdir()), clock=lambda: now)
+    port = free_port()
+    server = ApiServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = server.start_in_thread()
+    while not server.started:
+        time.sleep(0.01)
+    rows: list[tuple[str, ...]] = []
+    headers = {"Authorization": f"Bearer {issued.api_token}"}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers,
+                          timeout=60) as client, psycopg.connect(dsn) as conn:  # fmt: skip
+            sub = client.post(BASE, json={}).json()["SubscriptionId"]
+            path = f"{BASE}/{sub}/on-demand"
+            for kind in ("transformer", "meters (15)", "date range (7 days)"):
+                rng = random.Random(kind)
+                api_times, sql_times, sizes = [], [], []
+                for i in range(queries + 10):
+                    body = on_demand_bodies(kind, rng, now)
+                    t0 = time.perf_counter()
+                    response = client.post(path, json=body)
+                    t1 = time.perf_counter()
+                    assert response.status_code == 200, response.text
+                    statement, params = page_sql(_query(body, now), None, 1001)
+                    t2 = time.perf_counter()
+                    conn.execute(statement, params).fetchall()
+                    t3 = time.perf_counter()
+                    if i >= 10:  # warm-up
+                        api_times.append(t1 - t0)
+                        sql_times.append(t3 - t2)
+                        sizes.append(len(response.json()))
+                rows.append((kind, f"{statistics.median(sizes):.0f}",
+                             *(f"{percentile(v, q) * 1000:.1f}"
+                               for v in (api_times, sql_times) for q in (50, 99))))  # fmt: skip
+            rows.append(deep_page(client, conn, path, now))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        pool.close()
+    return rows
+
+
+def _query(body: dict[str, Any], now: datetime) -> EventQuery:
+    return on_demand_query(OnDemandRequest.model_validate(body), [], now=now)
+
+
+def deep_page(
+    client: httpx.Client, conn: psycopg.Connection[Any], path: str, now: datetime
+) -> tuple[str, ...]:
+    """Page 50 of a 30-day range: the keyset token (API) vs OFFSET 49,000 (SQL)."""
+    body = {"StartEventDate": (now - timedelta(days=60)).isoformat(),
+            "EndEventDate": (now - timedelta(days=30)).isoformat()}  # fmt: skip
+    token = None
+    for _ in range(49):
+        token = client.post(path, json={**body, "PageToken": token} if token else body).headers[
+            NEXT_PAGE_HEADER
+        ]
+    keyset = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        client.post(path, json={**body, "PageToken": token})
+        keyset.append(time.perf_counter() - t0)
+    where, params = _query(body, now).where()
+    statement = sql.SQL(
+        "SELECT * FROM charging_events WHERE {} ORDER BY charge_start_time DESC,"
+        " transaction_id DESC OFFSET 49000 LIMIT 1000"
+    ).format(where)
+    offset = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        conn.execute(statement, params).fetchall()
+        offset.append(time.perf_counter() - t0)
+    return ("page 50 of 30 days", "1000", f"{statistics.median(keyset) * 1000:.1f}",
+            f"{max(keyset) * 1000:.1f}", f"{statistics.median(offset) * 1000:.1f}",
+            f"{max(offset) * 1000:.1f}")  # fmt: skip
+
+
+def export_one(dsn: str, filetype: str, query_json: str, out: str) -> None:
+    """Child process: run one export job and print its row count and size."""
+    query = EventQuery.from_json(orjson.loads(query_json))
+    pool = open_pool(dsn, max_size=2)
+    with pool.connection() as conn:
+        conn.execute("DELETE FROM export_jobs")
+        sub = conn.execute("SELECT subscription_id FROM subscriptions LIMIT 1").fetchone()
+        assert sub is not None
+        job = exports.submit(conn, sub[0], BatchRequest(filetype=FileType(filetype)), query,
+                             correlation_id=None, base_path=BASE)  # fmt: skip
+    ExportRunner(pool, Path(out), max_rows=50_000_000).run_once()
+    with pool.connection() as conn:
+        row = conn.execute("SELECT status, reason, row_count, size_bytes FROM export_jobs"
+                           " WHERE job_id = %s", (job.job_id,)).fetchone()  # fmt: skip
+    pool.close()
+    print(orjson.dumps(row).decode())
+
+
+def copy_one(dsn: str, query_json: str, out: str) -> None:
+    """Child process: PostgreSQL's own CSV of the same rows, streamed to a file."""
+    statement, params = export_sql(EventQuery.from_json(orjson.loads(query_json)))
+    size = 0
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur, open(out, "wb") as file:
+        copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(statement)
+        with cur.copy(copy_sql, params) as copy:
+            for data in copy:
+                file.write(data)
+                size += len(data)
+    print(orjson.dumps([None, None, None, size]).decode())
+
+
+def measure_exports(
+    dsn: str, rows_wanted: int, events: int, now: datetime, work: Path
+) -> list[Any]:
+    days = max(1, round(365 * rows_wanted / events))
+    tokens = BatchTokens(StartEventDate=(now - timedelta(days=days + 30)).isoformat(),
+                         EndEventDate=(now - timedelta(days=30)).isoformat())  # fmt: skip
+    query_json = orjson.dumps(batch_query(tokens, [], now=now).to_json()).decode()
+    results = []
+    for name in ("postgres COPY csv (floor)", "csv", "json", "parquet", "orc"):
+        if name.startswith("postgres"):
+            argv = ["copy-one", dsn, query_json, str(work / "copy.csv")]
+        else:
+            argv = ["export-one", dsn, name, query_json, str(work)]
+        t0 = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "bench.data_api", *argv], cwd=ROOT,
+                                 stdout=subprocess.PIPE)  # fmt: skip
+        assert child.stdout is not None
+        output = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        elapsed = time.perf_counter() - t0
+        assert status == 0, output
+        state, reason, count, size = orjson.loads(output.splitlines()[-1])
+        assert state in (None, "done"), reason
+        results.append((name, count, size, elapsed, usage.ru_maxrss / 1024))
+        for produced in work.iterdir():
+            produced.unlink()
+    return results
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "export-one":
+        export_one(*sys.argv[2:])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "copy-one":
+        copy_one(*sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--export-rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    now = datetime.now(UTC).replace(microsecond=0)
+    work = Path(tempfile.mkdtemp(prefix="ev-bench-"))
+    postgres = PostgresServer(server_directory("ev-bench-pg-"))
+    postgres.start()
+    try:
+        dsn = postgres.dsn()
+        migrate(dsn)
+        print(f"filling {args.events:,} events")
+        filled = fill(dsn, args.events, now)
+        on_demand = measure_on_demand(dsn, args.queries, now)
+        exported = measure_exports(dsn, args.export_rows, args.events, now, work)
+    finally:
+        postgres.stop(mode="immediate")
+        shutil.rmtree(postgres.directory, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.events:,} events loaded in {filled:.0f} s; on-demand, {args.queries} requests"
+          " each (ms):")  # fmt: skip
+    print(f"{'filter':<22}{'rows':>6}{'API p50':>9}{'API p99':>9}{'SQL p50':>9}{'SQL p99':>9}")
+    for row in on_demand[:-1]:
+        print(f"{row[0]:<22}{row[1]:>6}" + "".join(f"{v:>9}" for v in row[2:]))
+    deep = on_demand[-1]
+    print(f"{deep[0]:<22}{deep[1]:>6}  keyset via API median {deep[2]} max {deep[3]};"
+          f" OFFSET in SQL median {deep[4]} max {deep[5]}")  # fmt: skip
+    print("\nbatch export (each in its own process):")
+    print(f"{'file':<28}{'rows':>10}{'MB':>8}{'seconds':>9}{'peak RSS MB':>13}")
+    for name, count, size, elapsed, rss in exported:
+        rows = "" if count is None else f"{count:,}"
+        print(f"{name:<28}{rows:>10}{size / 1e6:>8.1f}{elapsed:>9.1f}{rss:>13.0f}")
+
+
+if __name__ == "__main__":
+    main()
