@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import orjson
 import psycopg
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response, status
 from fastapi import Path as PathParam
@@ -30,12 +29,10 @@ from pydantic import BaseModel
 
 from schemas.itron import BatchJob, BatchRequest, BatchStatus, ChargingEventRecord, OnDemandRequest
 from schemas.subscriptions import SubscriptionRequest, SubscriptionState, SubscriptionView
-from schemas.timefmt import format_utc
 from schemas.topics import DEFAULT_PREFIX
 from streamer import exports, subscriptions
 from streamer.eventquery import (
     PAGE_SIZE,
-    RECORD_FIELDS,
     PagePosition,
     QueryError,
     batch_query,
@@ -58,7 +55,6 @@ _bearer = HTTPBearer(auto_error=False)
 T = TypeVar("T")
 
 ResourceId = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-_START_INDEX = RECORD_FIELDS.index("ChargeStartTime")
 
 
 class ErrorBody(BaseModel):
@@ -74,10 +70,6 @@ def _error(status_code: int, detail: str, parameter: str | None = None) -> JSONR
 def _parameter(loc: tuple[Any, ...]) -> str:
     names = [str(part) for part in loc if part not in ("body", "path", "header", "query")]
     return ".".join(names) or "body"
-
-
-def _wire(value: Any) -> Any:
-    return format_utc(value) if isinstance(value, datetime) else value
 
 
 def create_app(
@@ -237,19 +229,20 @@ def create_app(
     def on_demand(subscription_id: ResourceId, body: OnDemandRequest, who: Subscriber) -> Response:
         started = time.perf_counter()
 
-        def page(conn: psycopg.Connection[Any]) -> tuple[list[tuple[Any, ...]], str | None]:
+        def page(conn: psycopg.Connection[Any]) -> tuple[list[str], str | None]:
             query = on_demand_query(body, own_query_filter(conn, subscription_id, who), now=clock())
             after = PagePosition.from_token(body.page_token, query) if body.page_token else None
             statement, params = page_sql(query, after, PAGE_SIZE + 1)
             rows = conn.execute(statement, params).fetchall()
+            records = [record for record, _, _ in rows[:PAGE_SIZE]]
             if len(rows) <= PAGE_SIZE:
-                return rows, None
-            last = rows[PAGE_SIZE - 1]
-            return rows[:PAGE_SIZE], PagePosition(last[_START_INDEX], last[-1]).token(query)
+                return records, None
+            _, start, transaction_id = rows[PAGE_SIZE - 1]
+            return records, PagePosition(start, transaction_id).token(query)
 
-        rows, next_token = owned(page)
-        records = [dict(zip(RECORD_FIELDS, map(_wire, row), strict=False)) for row in rows]
-        response = Response(orjson.dumps(records), media_type="application/json")
+        records, next_token = owned(page)
+        content = "[" + ",".join(records) + "]"
+        response = Response(content, media_type="application/json")
         if next_token is not None:
             response.headers[NEXT_PAGE_HEADER] = next_token
         if metrics is not None:

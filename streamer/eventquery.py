@@ -295,7 +295,8 @@ class PagePosition:
 def page_sql(
     query: EventQuery, after: PagePosition | None, limit: int
 ) -> tuple[sql.Composed, dict[str, Any]]:
-    """One page, newest first, plus the transaction id of each row (for the next token)."""
+    """One page, newest first: each event as seed-000 JSON text (built by PostgreSQL), with its
+    ChargeStartTime and transaction id for the next page's token."""
     where, params = query.where()
     if after is not None:
         # Spelled out rather than as a row comparison so the (entity, start time) indexes apply.
@@ -305,20 +306,54 @@ def page_sql(
         ).format(where)
         params |= {"after_start": after.charge_start_time, "after_id": after.transaction_id}
     statement = sql.SQL(
-        "SELECT {}, transaction_id FROM charging_events WHERE {}"
+        "SELECT {}, charge_start_time, transaction_id FROM charging_events WHERE {}"
         " ORDER BY charge_start_time DESC, transaction_id DESC LIMIT {}"
-    ).format(_columns(RECORD_FIELDS), where, sql.Literal(limit))
+    ).format(_json_object(RECORD_FIELDS), where, sql.Literal(limit))
     return statement, params
 
 
-def export_sql(query: EventQuery) -> tuple[sql.Composed, dict[str, Any]]:
-    """Every matching event, oldest first, in the columns of seed 000's CSV header."""
+def _utc_text(column: str) -> sql.Composed:
+    """A timestamp as ISO 8601 UTC with ``Z``, as ``format_utc`` writes it (no zero fraction)."""
+    return sql.SQL(
+        "replace(to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+        " '.000000Z', 'Z')"
+    ).format(sql.Identifier(column))
+
+
+def _export_value(name: str) -> sql.Composable:
+    column = COLUMN[name]
+    if name in {"ReceivedTime", "ChargeStartTime", "ChargeEndTime"}:
+        return _utc_text(column)
+    return sql.Identifier(column)
+
+
+def _json_object(fields: Sequence[str]) -> sql.Composed:
+    pairs = [sql.SQL("{}, {}").format(sql.Literal(name), _export_value(name)) for name in fields]
+    return sql.SQL("json_build_object({})::text").format(sql.SQL(", ").join(pairs))
+
+
+def export_copy_sql(
+    query: EventQuery, *, json_lines: bool, limit: int
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """``COPY ... TO STDOUT`` of every matching event (at most ``limit``), oldest first, in
+    seed 000's CSV columns: CSV with its header, or one JSON object per line.
+
+    PostgreSQL formats the rows itself, so an export streams at the speed of COPY. JSON lines
+    travel as a one-column CSV whose quote and delimiter never occur in JSON text, so each
+    line arrives exactly as ``json_build_object`` wrote it.
+    """
     where, params = query.where()
-    statement = sql.SQL(
+    if json_lines:
+        select = _json_object(CSV_COLUMNS)
+        options = sql.SQL("FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02'")
+    else:
+        select = sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(_export_value(name), sql.Identifier(name))
+            for name in CSV_COLUMNS
+        )
+        options = sql.SQL("FORMAT csv, HEADER")
+    select_sql = sql.SQL(
         "SELECT {} FROM charging_events WHERE {} ORDER BY charge_start_time, transaction_id"
-    ).format(_columns(CSV_COLUMNS), where)
-    return statement, params
-
-
-def _columns(fields: Sequence[str]) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(COLUMN[name]) for name in fields)
+        " LIMIT {}"
+    ).format(select, where, sql.Literal(limit))
+    return sql.SQL("COPY ({}) TO STDOUT ({})").format(select_sql, options), params

@@ -1,10 +1,11 @@
 """Batch-request jobs (seed 000): queued by the API, run in the background by any streamer.
 
 A job's query is validated and fixed when it is requested, so it exports exactly what was
-asked even if it starts later. Rows are streamed out of PostgreSQL through a server-side cursor
-into a writer that appends chunk by chunk, so memory stays flat for millions of rows; the file
-appears under its final name only once complete, with its size and SHA-256 recorded. A job
-whose streamer died is taken up again (heartbeat) and fails with a reason after three tries.
+asked even if it starts later. PostgreSQL formats the rows and streams them out with COPY; the
+file is written as they arrive (Parquet and ORC converted block by block), so memory stays flat
+for millions of rows; it appears under its final name only once complete, with its size and
+SHA-256 recorded. A job whose streamer died is taken up again (heartbeat) and fails with a
+reason after three tries.
 When several streamers run, ``export_dir`` must be storage they share.
 """
 
@@ -15,6 +16,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +26,13 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from schemas.itron import BatchJob, BatchRequest, BatchStatus, BatchTokens, FileType
-from streamer.eventquery import EventQuery, export_sql
-from streamer.filewriters import open_writer
+from streamer.eventquery import EventQuery, export_copy_sql
+from streamer.filewriters import WRITERS
 from streamer.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
 
-FETCH_ROWS = 20_000
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 120
 MAX_ATTEMPTS = 3
@@ -208,31 +209,28 @@ class ExportRunner:
 
     def _write(self, claimed: Claimed, path: Path) -> int:
         self.export_dir.mkdir(parents=True, exist_ok=True)
-        statement, params = export_sql(claimed.query)
-        written = 0
+        statement, params = export_copy_sql(
+            claimed.query, json_lines=claimed.filetype is FileType.JSON, limit=self.max_rows + 1
+        )
+        with self.pool.connection() as conn, conn.cursor() as cursor:
+            with cursor.copy(statement, params) as copy:
+                WRITERS[claimed.filetype](self._beating(claimed, copy), path)
+            rows = cursor.rowcount
+        if rows > self.max_rows:
+            raise ExportTooLargeError(
+                f"more than {self.max_rows} events match; narrow the dates or tokens "
+                "(limit: STREAM_EXPORT_MAX_ROWS)"
+            )
+        return rows
+
+    def _beating(self, claimed: Claimed, chunks: Iterable[Any]) -> Iterator[bytes]:
+        """The chunks, with a heartbeat on the job every HEARTBEAT_S while they flow."""
         next_beat = time.monotonic() + HEARTBEAT_S
-        writer = open_writer(claimed.filetype, path)
-        try:
-            with (
-                self.pool.connection() as conn,
-                conn.cursor(name=f"export-{claimed.job_id}") as cursor,
-            ):
-                cursor.itersize = FETCH_ROWS
-                cursor.execute(statement, params)
-                while rows := cursor.fetchmany(FETCH_ROWS):
-                    written += len(rows)
-                    if written > self.max_rows:
-                        raise ExportTooLargeError(
-                            f"more than {self.max_rows} events match; narrow the dates or "
-                            "tokens (limit: STREAM_EXPORT_MAX_ROWS)"
-                        )
-                    writer.write(rows)
-                    if time.monotonic() >= next_beat:
-                        self._heartbeat(claimed)
-                        next_beat = time.monotonic() + HEARTBEAT_S
-        finally:
-            writer.close()
-        return written
+        for chunk in chunks:
+            yield bytes(chunk)
+            if time.monotonic() >= next_beat:
+                self._heartbeat(claimed)
+                next_beat = time.monotonic() + HEARTBEAT_S
 
     def _heartbeat(self, claimed: Claimed) -> None:
         with self.pool.connection() as conn:

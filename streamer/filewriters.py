@@ -1,28 +1,28 @@
-"""Export files written chunk by chunk (constant memory), in seed 000's CSV column order.
+"""Export files written as PostgreSQL's COPY stream arrives (constant memory).
 
-CSV has seed 000's header; JSON is one object per line (newline-delimited, what pyarrow, pandas
-``lines=True`` and DuckDB stream); Parquet and ORC are typed: timestamps in UTC, doubles for
-the measured values, strings for the identifiers. Nulls are empty CSV cells and JSON nulls.
+CSV (seed 000's header) and JSON (one object per line, what pyarrow, pandas ``lines=True`` and
+DuckDB stream) are written as the database formats them. Parquet and ORC are converted from the
+CSV stream by pyarrow, block by block, with types: timestamps in UTC, doubles for the measured
+values, strings for the identifiers (an empty identifier stays empty, a missing one is null).
 """
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Callable, Sequence
-from datetime import datetime
+import io
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any
 
-import orjson
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.orc as pa_orc
 import pyarrow.parquet as pq
 
 from schemas.itron import CSV_COLUMNS, FileType
-from schemas.timefmt import format_utc
 
 _TIMES = {"ReceivedTime", "ChargeStartTime", "ChargeEndTime"}
 _NUMBERS = {"ChargeW", "ChargeDuration", "ChargeEnergy"}
+_BLOCK_BYTES = 4 << 20
 
 
 def _arrow_type(name: str) -> Any:
@@ -40,89 +40,72 @@ MEDIA_TYPE: dict[FileType, str] = {
     FileType.ORC: "application/vnd.apache.orc",
 }
 
-Rows = Sequence[tuple[Any, ...]]
-"""Rows whose values are in CSV_COLUMNS order."""
+
+class _ChunkReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
 
 
-class ExportWriter(Protocol):
-    def write(self, rows: Rows) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _text(value: Any) -> Any:
-    return format_utc(value) if isinstance(value, datetime) else value
-
-
-class CsvWriter:
-    def __init__(self, path: Path) -> None:
-        self._file: IO[str] = path.open("w", encoding="utf-8", newline="")
-        self._csv = csv.writer(self._file, lineterminator="\n")
-        self._csv.writerow(CSV_COLUMNS)
-
-    def write(self, rows: Rows) -> None:
-        self._csv.writerows([_text(v) for v in row] for row in rows)
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class JsonLinesWriter:
-    def __init__(self, path: Path) -> None:
-        self._file: IO[bytes] = path.open("wb")
-
-    def write(self, rows: Rows) -> None:
-        # orjson writes aware datetimes as RFC 3339; UTC_Z gives the "Z" every output uses.
-        self._file.write(b"".join(
-            orjson.dumps(dict(zip(CSV_COLUMNS, row, strict=True)),
-                         option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE)
-            for row in rows
-        ))  # fmt: skip
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _batch(rows: Rows) -> pa.RecordBatch:
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(CSV_COLUMNS)
-    return pa.RecordBatch.from_arrays(
-        [pa.array(col, type=f.type) for col, f in zip(columns, ARROW_SCHEMA, strict=True)],
-        schema=ARROW_SCHEMA,
+def _csv_batches(chunks: Iterable[bytes]) -> Iterator[pa.RecordBatch]:
+    reader = pa_csv.open_csv(
+        io.BufferedReader(_ChunkReader(chunks), buffer_size=_BLOCK_BYTES),
+        read_options=pa_csv.ReadOptions(block_size=_BLOCK_BYTES, use_threads=False),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=ARROW_SCHEMA,
+            include_columns=list(CSV_COLUMNS),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
     )
+    yield from reader
 
 
-class ParquetWriter:
-    def __init__(self, path: Path) -> None:
-        self._writer = pq.ParquetWriter(path, ARROW_SCHEMA, compression="zstd")
-
-    def write(self, rows: Rows) -> None:
-        self._writer.write_batch(_batch(rows))
-
-    def close(self) -> None:
-        self._writer.close()
+def _write_bytes(chunks: Iterable[bytes], path: Path) -> None:
+    with path.open("wb") as file:
+        for chunk in chunks:
+            file.write(chunk)
 
 
-class OrcWriter:
-    def __init__(self, path: Path) -> None:
-        self._writer = pa_orc.ORCWriter(str(path), compression="zstd")
-        self._empty = True
-
-    def write(self, rows: Rows) -> None:
-        if rows:
-            self._writer.write(pa.Table.from_batches([_batch(rows)]))
-            self._empty = False
-
-    def close(self) -> None:
-        if self._empty:  # an ORC file with no rows still carries the schema
-            self._writer.write(ARROW_SCHEMA.empty_table())
-        self._writer.close()
+def _write_parquet(chunks: Iterable[bytes], path: Path) -> None:
+    with pq.ParquetWriter(path, ARROW_SCHEMA, compression="zstd") as writer:
+        for batch in _csv_batches(chunks):
+            writer.write_batch(batch)
 
 
-def open_writer(filetype: FileType, path: Path) -> ExportWriter:
-    writers: dict[FileType, Callable[[Path], ExportWriter]] = {
-        FileType.CSV: CsvWriter,
-        FileType.JSON: JsonLinesWriter,
-        FileType.PARQUET: ParquetWriter,
-        FileType.ORC: OrcWriter,
-    }
-    return writers[filetype](path)
+def _write_orc(chunks: Iterable[bytes], path: Path) -> None:
+    writer = pa_orc.ORCWriter(str(path), compression="zstd")
+    try:
+        empty = True
+        for batch in _csv_batches(chunks):
+            writer.write(pa.Table.from_batches([batch]))
+            empty = False
+        if empty:  # an ORC file with no rows still carries the schema
+            writer.write(ARROW_SCHEMA.empty_table())
+    finally:
+        writer.close()
+
+
+WRITERS: dict[FileType, Callable[[Iterable[bytes], Path], None]] = {
+    FileType.CSV: _write_bytes,
+    FileType.JSON: _write_bytes,
+    FileType.PARQUET: _write_parquet,
+    FileType.ORC: _write_orc,
+}
+"""File type -> writer of the COPY stream (CSV for all but JSON, which is JSON lines)."""
