@@ -135,6 +135,7 @@ def run(settings: EdgeSettings) -> int:
                     resolution_s=settings.resolution_s,
                     seed=settings.simulator_seed,
                     real=load_real_data(SHARED_DATA),
+                    start=settings.simulator_start,
                 )
                 readings = simulated_fleet(fleet)
             agent.process(paced(readings, settings.speed, stop), stop)

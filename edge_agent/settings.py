@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.mqtt import MqttSettings
@@ -39,6 +39,9 @@ class EdgeSettings(BaseSettings):
     simulator_meters: int = Field(default=20, ge=1)
     simulator_days: int = Field(default=3, ge=1)
     simulator_seed: int = 0
+    simulator_start: AwareDatetime | None = Field(
+        default=None, description="First simulated instant; default 2024-07-01T00:00Z."
+    )
     resolution_s: int = Field(default=60, ge=1, le=900)
     gateway_mqtt: MqttSettings = MqttSettings()
     gateway_topic: str = "gateway/+/measurement"

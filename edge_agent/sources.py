@@ -13,7 +13,8 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from datetime import tzinfo
+from dataclasses import replace
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,17 @@ def simulated_fleet(traces: list[Trace]) -> Iterator[Reading]:
 
 
 def build_fleet(
-    meters: int, *, days: int, resolution_s: int, seed: int = 0, real: RealData | None = None
+    meters: int,
+    *,
+    days: int,
+    resolution_s: int,
+    seed: int = 0,
+    real: RealData | None = None,
+    start: datetime | None = None,
 ) -> list[Trace]:
     spec = HouseholdSpec(days=days, step_s=10 if resolution_s >= 10 else 1)
+    if start is not None:
+        spec = replace(spec, start=start)
     return [
         simulate_household(seed + i, spec, real, asset_id=f"meter-{seed + i:05d}").resample(
             resolution_s

@@ -118,7 +118,7 @@ def _ready(process: ServiceProcess) -> bool:
     try:
         url = process.metrics_url().replace("/metrics", "/readyz")
         return httpx.get(url, timeout=2).status_code == 200
-    except (httpx.HTTPError, AssertionError):
+    except (httpx.HTTPError, TimeoutError):
         return False
 
 
