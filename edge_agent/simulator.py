@@ -106,7 +106,8 @@ def load_real_data(data_dir: Path) -> RealData:
     hours = kwh = None
     norway = data_dir / "norway_residential_ev_sessions.csv"
     if norway.exists():
-        rows = list(csv.DictReader(norway.open(encoding="utf-8"), delimiter=";"))
+        with norway.open(encoding="utf-8") as sessions_file:
+            rows = list(csv.DictReader(sessions_file, delimiter=";"))
         energies = np.asarray([float(r["El_kWh"].replace(",", ".")) for r in rows])
         starts = np.asarray([int(r["Start_plugin_hour"]) for r in rows])
         keep = energies >= 2.0  # below 2 kWh a "session" is a plug-in check, not a charge

@@ -34,11 +34,14 @@ def maintain(
     pool: ConnectionPool, store: Store, metrics: IngestMetrics, settings: IngestorSettings
 ) -> None:
     """Close orphan sessions, keep partitions ahead, apply retention; one replica at a time."""
-    older_than = datetime.now(UTC) - timedelta(hours=settings.max_open_hours)
-    reason = f"no Ended within {settings.max_open_hours:g} h of the last message"
     with pool.connection() as conn:
         with conn.transaction():
-            closed = store.close_orphans(conn, older_than=older_than, reason=reason)
+            closed = store.close_orphans(
+                conn,
+                max_open=timedelta(hours=settings.max_open_hours),
+                silent_for=timedelta(hours=settings.silent_meter_hours),
+                now=datetime.now(UTC),
+            )
         metrics.orphans_closed.inc(closed)
         with conn.transaction():
             got = conn.execute(

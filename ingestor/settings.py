@@ -30,7 +30,15 @@ class IngestorSettings(BaseSettings):
         default=4000, ge=1, le=65_535, description="MQTT Receive Maximum = queue bound."
     )
     max_payload_bytes: int = Field(default=65_536, ge=256)
-    max_open_hours: float = Field(default=48.0, gt=0, description="Orphan sessions close after.")
+    max_open_hours: float = Field(
+        default=48.0,
+        gt=0,
+        description="A session closes as orphaned when its meter reports readings this long "
+        "after the session's last activity without an Ended.",
+    )
+    silent_meter_hours: float = Field(
+        default=168.0, gt=0, description="...or when its meter has been silent this long."
+    )
     sweep_interval_s: float = Field(default=60.0, gt=0)
     drain_timeout_s: float = Field(default=10.0, ge=0)
     metrics_host: str = "127.0.0.1"

@@ -16,7 +16,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -288,20 +288,46 @@ class Store:
                     result.emitted[kind] += 1
 
     def close_orphans(
-        self, conn: psycopg.Connection[Any], *, older_than: datetime, reason: str, limit: int = 500
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        max_open: timedelta,
+        silent_for: timedelta,
+        now: datetime,
+        limit: int = 500,
     ) -> int:
-        """Close open sessions last active before ``older_than``; returns how many."""
+        """Close open sessions that will not end; returns how many.
+
+        Judged on the meter's own clock, not the wall clock, so that a gateway replaying days
+        of queued messages after an outage does not see its sessions timed out before their
+        Ended arrives: a session is orphaned once its meter has reported readings more than
+        ``max_open`` after the session's last activity, or once nothing has been received from
+        the meter for ``silent_for`` (removed, or offline for good).
+        """
         rows = conn.execute(
-            "SELECT transaction_id FROM charging_events WHERE status = 'open'"
-            " AND last_activity < %s ORDER BY transaction_id LIMIT %s",
-            (older_than, limit),
+            "SELECT transaction_id, last_activity, NOT kept_reporting FROM ("
+            " SELECT e.transaction_id, e.last_activity, EXISTS (SELECT 1 FROM measurements m"
+            "   WHERE m.asset_id = e.asset_id AND m.ts > e.last_activity + %(max_open)s)"
+            "   AS kept_reporting,"
+            "  greatest(e.updated_at, (SELECT m.received_at FROM measurements m"
+            "   WHERE m.asset_id = e.asset_id ORDER BY m.ts DESC LIMIT 1)) AS last_received"
+            " FROM charging_events e WHERE e.status = 'open') AS open_sessions"
+            " WHERE kept_reporting OR last_received < %(silent)s"
+            " ORDER BY transaction_id LIMIT %(limit)s",
+            {"silent": now - silent_for, "max_open": max_open, "limit": limit},
         ).fetchall()
         closed = 0
-        for (transaction_id,) in rows:
+        for transaction_id, last_activity, silent in rows:
             _lock_session(conn, transaction_id)
             existing = _load_event(conn, transaction_id)
-            if existing is None or existing.event.last_activity >= older_than:
+            if existing is None or existing.event.last_activity != last_activity:
                 continue  # a message arrived meanwhile
+            reason = (
+                f"meter silent for {_hours(silent_for)} h with the session open"
+                if silent
+                else f"no Ended within {_hours(max_open)} h of the last message while the "
+                "meter kept reporting"
+            )
             applied = close_for_timeout(existing.event, reason=reason)
             if applied.changed:
                 _save_event(
@@ -335,3 +361,7 @@ class Store:
             ).rowcount
             == 1
         )  # fmt: skip
+
+
+def _hours(span: timedelta) -> str:
+    return f"{span.total_seconds() / 3600:g}"

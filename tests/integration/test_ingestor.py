@@ -238,32 +238,45 @@ def test_registry_enriches_events_as_of_their_start(
     assert row == ("XF-9", True, [])
 
 
-def test_orphan_session_closes_after_max_open(
+def test_orphans_close_on_the_meters_clock_not_the_wall_clock(
     broker: BrokerAddress, fresh_db: str, start_ingestor: Callable[..., ServiceProcess]
 ) -> None:
-    """A session with no Ended past the maximum is closed with a reason and an end row."""
+    """Three sessions that started months ago (T0) arrive now with no Ended, as from a gateway
+    replaying its queue. m-1's readings go on 49 h past its session: orphaned. m-2 and m-3
+    (readings only 47 h past) stay open: their Ended may still be on its way. Once nothing
+    more is received from a meter for the silent limit, its session closes too."""
     prefix = unique_prefix()
-    start_ingestor(
-        **ingestor_env(
-            dsn=fresh_db,
-            port=broker.port,
-            prefix=prefix,
-            client_id="ing-orphan",
-            INGEST_MAX_OPEN_HOURS="48",
-        )
-    )
-    publish_all(broker.port, session(prefix, "m-1", "tx-orphan")[:3])  # T0 is in the past
-    wait_until(
-        lambda: count(fresh_db, "SELECT count(*) FROM charging_events WHERE status='timed_out'"),
-        timeout=30,
-        what="the orphan to time out",
-    )
+    env = ingestor_env(dsn=fresh_db, port=broker.port, prefix=prefix, client_id="ing-orphan",
+                       INGEST_MAX_OPEN_HOURS="48")  # fmt: skip
+    first = start_ingestor(**env)
+    messages = [
+        *session(prefix, "m-1", "tx-1")[:3],
+        measurement(prefix, "m-1", 75 + 49 * 60),
+        *session(prefix, "m-2", "tx-2")[:3],
+        *session(prefix, "m-3", "tx-3")[:3],
+        measurement(prefix, "m-3", 75 + 47 * 60),
+    ]
+    publish_all(broker.port, messages)
+    timed_out = "SELECT count(*) FROM charging_events WHERE status = 'timed_out'"
+    wait_until(lambda: count(fresh_db, timed_out) == 1, timeout=30, what="the orphan")
+    time.sleep(1.5)  # more maintenance passes leave m-2 and m-3 alone
+    assert count(fresh_db, timed_out) == 1
+    first.stop()
+    start_ingestor(**{**env, "INGEST_SILENT_METER_HOURS": "0.0005"})  # 1.8 s
+    wait_until(lambda: count(fresh_db, timed_out) == 3, timeout=30, what="silent meters")
     with psycopg.connect(fresh_db) as conn:
-        row = conn.execute("SELECT close_reason FROM charging_events").fetchone()
-        kinds = [k for (k,) in conn.execute("SELECT kind FROM outbox ORDER BY id")]
-    assert row is not None
-    assert "no Ended within 48 h" in row[0]
-    assert kinds == ["start", "end"]
+        rows = dict(conn.execute(
+            "SELECT transaction_id, close_reason FROM charging_events"
+        ).fetchall())  # fmt: skip
+        kinds = conn.execute(
+            "SELECT transaction_id, array_agg(kind ORDER BY id) FROM outbox GROUP BY 1"
+        ).fetchall()
+    assert rows == {
+        "tx-1": "no Ended within 48 h of the last message while the meter kept reporting",
+        "tx-2": "meter silent for 0.0005 h with the session open",
+        "tx-3": "meter silent for 0.0005 h with the session open",
+    }
+    assert dict(kinds) == {tid: ["start", "end"] for tid in rows}
 
 
 def flood(prefix: str, meters: int, minutes: int) -> list[tuple[str, bytes]]:

@@ -1,0 +1,262 @@
+"""The whole pipeline as real processes: simulated gateways (edge agents) -> Mosquitto ->
+ingestor -> PostgreSQL -> streamer -> a subscriber and the on-demand API; once clean and once
+under faults (broker restarted, ingestor and streamer SIGKILLed and restarted, a gateway offline
+then replaying its queue, the database restarted).
+
+The expected sessions are what the (deterministic) detector makes of the very readings the
+gateways simulate, computed here with the detector itself: every one must reach the subscriber
+as exactly one start and one end (after de-duplication by event id), the database and the
+on-demand API, with the same values everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from edge_agent.detector import DetectorConfig, MeterDetector, Transition
+from edge_agent.service import SHARED_DATA
+from edge_agent.simulator import load_real_data
+from edge_agent.sources import build_fleet, simulated_fleet
+from ingestor.registry import load as load_registry
+from runtime.demo import gateway_env, sample_registry
+from runtime.localservers import MosquittoServer, PostgresServer, free_port
+from runtime.migrations import migrate
+from schemas.pleevi import TransactionState
+from schemas.subscriptions import SubscriptionRequest
+from schemas.timefmt import format_utc
+from streamer import subscriptions
+from tests.integration.services import (
+    EventCollector,
+    ServiceProcess,
+    TcpRelay,
+    ingestor_env,
+    streamer_env,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+GATEWAYS = 2
+PER_GATEWAY = 6
+DAYS = 2
+PREFIX = "ev/v1"
+
+
+@dataclass(frozen=True)
+class Expected:
+    started: Transition
+    ended: Transition | None
+    """None: still charging when the simulated days end (a start message, no end)."""
+
+
+def expected_sessions(start: datetime) -> dict[str, Expected]:
+    """Every session the gateways' detectors start, from the same simulated readings."""
+    real = load_real_data(SHARED_DATA)
+    found: dict[str, Expected] = {}
+    for k in range(GATEWAYS):
+        fleet = build_fleet(PER_GATEWAY, days=DAYS, resolution_s=60, seed=k * PER_GATEWAY,
+                            real=real, start=start)  # fmt: skip
+        detectors: dict[str, MeterDetector] = {}
+        started: dict[str, Transition] = {}
+        for asset, t, power, energy in simulated_fleet(fleet):
+            detector = detectors.setdefault(asset, MeterDetector(asset, DetectorConfig()))
+            for tr in detector.update(t, power, energy):
+                if tr.state is TransactionState.STARTED:
+                    started[tr.transaction_id] = tr
+                    found[tr.transaction_id] = Expected(tr, None)
+                elif tr.state is TransactionState.ENDED:
+                    found[tr.transaction_id] = Expected(started[tr.transaction_id], tr)
+    return found
+
+
+def utc(epoch: float) -> str:
+    return format_utc(datetime.fromtimestamp(epoch, UTC))
+
+
+class Pipeline:
+    def __init__(
+        self, broker: MosquittoServer, postgres: PostgresServer, logs: Path, speed: float
+    ) -> None:
+        self.broker, self.postgres, self.logs = broker, postgres, logs
+        self.dsn = postgres.dsn()
+        self.start = (datetime.now(UTC) - timedelta(days=DAYS + 1)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        migrate(self.dsn)
+        with psycopg.connect(self.dsn) as conn:
+            load_registry(conn, sample_registry(GATEWAYS * PER_GATEWAY), source="e2e")
+            issued = subscriptions.issue_credentials(conn, "e2e")
+            self.subscription = subscriptions.create(conn, "e2e", SubscriptionRequest())
+        self.token = issued.api_token
+        self.subscriber = EventCollector(broker.port, [self.subscription.topic],
+                                         client_id="e2e-subscriber", persistent=True)  # fmt: skip
+        wait_until(self.subscriber.subscribed, timeout=10, what="the subscriber")
+        self.http_port = free_port()
+        self.ingestor = self.service("ingestor", ingestor_env(
+            dsn=self.dsn, port=broker.port, prefix=PREFIX, client_id="e2e-ingestor"))  # fmt: skip
+        self.streamer = self.service("streamer", streamer_env(
+            dsn=self.dsn, port=broker.port, prefix=PREFIX, http_port=self.http_port,
+            STREAM_EXPORT_DIR=str(logs / "exports")))  # fmt: skip
+        self.relays = [TcpRelay(broker.port) for _ in range(GATEWAYS)]
+        self.gateways = []
+        for k, relay in enumerate(self.relays):
+            env = gateway_env(k, per=PER_GATEWAY, port=relay.port, days=DAYS, speed=speed,
+                              run_dir=logs)  # fmt: skip
+            env["EDGE_SIMULATOR_START"] = self.start.isoformat()
+            self.gateways.append(self.service(f"gw-{k}", env, module="edge_agent"))
+
+    def service(self, name: str, env: dict[str, str], module: str | None = None) -> ServiceProcess:
+        return ServiceProcess(module or name, env, self.logs / f"{name}.log").start()
+
+    def restart(self, process: ServiceProcess) -> None:
+        process.kill()
+        process.start()
+
+    def delivered(self) -> dict[str, list[dict[str, Any]]]:
+        """Event id -> every copy received."""
+        copies: dict[str, list[dict[str, Any]]] = {}
+        for _, events, props in list(self.subscriber.messages):
+            ids = [value for key, value in props if key == "event-id"]
+            for event_id, event in zip(ids, events, strict=True):
+                copies.setdefault(event_id, []).append(event)
+        return copies
+
+    def on_demand(self) -> list[dict[str, Any]]:
+        path = f"/dpss/api/v1/subscriptions/{self.subscription.subscription_id}/on-demand"
+        records: list[dict[str, Any]] = []
+        token = None
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=30,
+                          headers={"Authorization": f"Bearer {self.token}"}) as api:  # fmt: skip
+            while True:
+                response = api.post(path, json={"PageToken": token} if token else {})
+                assert response.status_code == 200, response.text
+                records += response.json()
+                token = response.headers.get("Next-Page-Token")
+                if token is None:
+                    return records
+
+    def stop(self) -> None:
+        for process in [*self.gateways, self.streamer, self.ingestor]:
+            if process.proc is not None:
+                process.stop()
+        for relay in self.relays:
+            relay.close()
+        self.subscriber.close()
+
+
+def check_everything_arrived(pipeline: Pipeline, expected: dict[str, Expected]) -> None:
+    ended = {tid: e.ended for tid, e in expected.items() if e.ended is not None}
+    ids = {f"{tid}:start" for tid in expected} | {f"{tid}:end" for tid in ended}
+    wait_until(lambda: ids <= set(pipeline.delivered()), timeout=180,
+               what="every expected start and end at the subscriber")  # fmt: skip
+    time.sleep(1)  # anything else in flight arrives too
+    delivered = pipeline.delivered()
+    assert set(delivered) == ids, "only the detected sessions, nothing invented"
+    for copies in delivered.values():
+        assert all(copy == copies[0] for copy in copies), "a redelivery is the same message"
+    with psycopg.connect(pipeline.dsn) as conn:
+        rows = conn.execute(
+            "SELECT transaction_id, charge_start_time, charge_end_time, charge_w, start_power_w,"
+            " charge_duration_h, charge_energy_wh, meter_id, transformer_id, status"
+            " FROM charging_events WHERE charge_end_time IS NOT NULL"
+        ).fetchall()
+        open_sessions = conn.execute(
+            "SELECT count(*) FROM charging_events WHERE charge_end_time IS NULL"
+        ).fetchone()
+        dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+    assert dead == (0,)
+    assert open_sessions == (len(expected) - len(ended),)
+    stored = {row[0]: row for row in rows}
+    assert set(stored) == set(ended)
+    on_demand = {(r["MeterId"], r["ChargeStartTime"]): r for r in pipeline.on_demand()}
+    assert len(on_demand) == len(ended)
+    for tid, tr in ended.items():
+        started = expected[tid].started
+        (_, start, end, peak, start_w, duration, energy, meter, transformer, status) = stored[tid]
+        assert status == "closed"
+        assert (format_utc(start), format_utc(end)) == (utc(tr.start_time),
+                                                        utc(tr.stop_time or 0))  # fmt: skip
+        assert peak == tr.ev_peak_power_w
+        assert start_w == max(started.ev_peak_power_w, started.ev_power_w)
+        assert energy == tr.ev_energy_wh
+        assert duration == pytest.approx(tr.duration_h, abs=1e-9)
+        assert meter == tr.asset_id
+        first = delivered[f"{tid}:start"][0]
+        last = delivered[f"{tid}:end"][0]
+        assert (first["MeterID"], first["TransformerID"]) == (meter, transformer)
+        assert first["ChargeStartTime"] == utc(tr.start_time)
+        assert first["ChargeW"] == start_w
+        assert first["ChargeEndTime"] is None
+        assert last["ChargeEndTime"] == utc(tr.stop_time or 0)
+        assert last["ChargeEnergy"] == energy
+        assert last["ChargeDuration"] == pytest.approx(duration, abs=1e-9)
+        record = on_demand[(meter, utc(tr.start_time))]
+        assert record["ChargeEndTime"] == utc(tr.stop_time or 0)
+        assert (record["ChargeW"], record["ChargeEnergy"]) == (peak, energy)
+        assert record["ChargeDuration"] == pytest.approx(duration, abs=1e-9)
+        assert record["TransformerId"] == transformer
+
+
+@pytest.fixture
+def pipeline_factory(
+    tmp_path: Path,
+    private_broker: Callable[..., MosquittoServer],
+    private_postgres: Callable[[], PostgresServer],
+) -> Any:
+    made: list[Pipeline] = []
+
+    def make(speed: float) -> Pipeline:
+        broker = private_broker(persistence=True)
+        pipeline = Pipeline(broker, private_postgres(), tmp_path, speed)
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.stop()
+
+
+def test_every_detected_session_arrives_once_everywhere(pipeline_factory: Any) -> None:
+    pipeline = pipeline_factory(speed=0)
+    expected = expected_sessions(pipeline.start)
+    assert len(expected) >= 10, "the fleet charges enough to prove something"
+    for gateway in pipeline.gateways:
+        assert gateway.proc is not None
+        assert gateway.proc.wait(timeout=120) == 0, gateway.log()[-2000:]
+    check_everything_arrived(pipeline, expected)
+
+
+def test_nothing_lost_or_doubled_under_faults(pipeline_factory: Any) -> None:
+    """Faults while the gateways stream 2 simulated days over about 25 s."""
+    pipeline = pipeline_factory(speed=DAYS * 86400 / 25)
+    expected = expected_sessions(pipeline.start)
+    steps: list[tuple[float, str, Callable[[], None]]] = [
+        (3, "broker restarted", pipeline.broker.restart),
+        (6, "ingestor SIGKILLed and restarted", lambda: pipeline.restart(pipeline.ingestor)),
+        (8, "gateway 1 offline", pipeline.relays[1].cut),
+        (11, "streamer SIGKILLed and restarted", lambda: pipeline.restart(pipeline.streamer)),
+        (14, "database restarted", pipeline.postgres.restart),
+        (18, "ingestor SIGKILLed again", lambda: pipeline.restart(pipeline.ingestor)),
+        (22, "gateway 1 back online, replaying its queue", pipeline.relays[1].restore),
+    ]
+    began = time.monotonic()
+    for at, _what, fault in steps:
+        time.sleep(max(0.0, began + at - time.monotonic()))
+        fault()
+    assert any(g.proc is not None and g.proc.poll() is None for g in pipeline.gateways), (
+        "the faults happened while the gateways were still streaming"
+    )
+    for gateway in pipeline.gateways:
+        assert gateway.proc is not None
+        assert gateway.proc.wait(timeout=180) == 0, gateway.log()[-2000:]
+    check_everything_arrived(pipeline, expected)
+    assert "queue" in pipeline.gateways[1].log()
