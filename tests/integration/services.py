@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -153,6 +155,7 @@ class EventCollector:
         password: str | None = None,
         client_id: str | None = None,
         persistent: bool = False,
+        tls_ca: Path | None = None,
     ) -> None:
         self.messages: list[tuple[str, list[dict[str, Any]], list[tuple[str, str]]]] = []
         self.granted: list[int] = []
@@ -165,6 +168,8 @@ class EventCollector:
         )
         if username:
             self.client.username_pw_set(username, password)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=str(tls_ca))
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -267,3 +272,26 @@ class TcpRelay:
     def close(self) -> None:
         self.cut()
         self.listener.close()
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a broker certificate for 127.0.0.1/localhost and a client certificate, made with
+    the openssl command line; their paths by name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    names = ("ca.key", "ca.crt", "server.key", "server.crt", "client.key", "client.crt")
+    paths = {name: directory / name for name in names}
+
+    def openssl(*argv: str) -> None:
+        subprocess.run(["openssl", *argv], check=True, capture_output=True, cwd=directory)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=ev-test-ca")  # fmt: skip
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                            ("client", "extendedKeyUsage=clientAuth")):  # fmt: skip
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                "-out", f"{name}.csr", "-subj", f"/CN={name}")  # fmt: skip
+        (directory / f"{name}.ext").write_text(extension + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-out", f"{name}.crt",
+                "-extfile", f"{name}.ext")  # fmt: skip
+    return paths

@@ -34,11 +34,14 @@ from schemas.pleevi import TransactionState
 from schemas.subscriptions import SubscriptionRequest
 from schemas.timefmt import format_utc
 from streamer import subscriptions
+from streamer.credentials import mosquitto_hash
 from tests.integration.services import (
+    ROOT,
     EventCollector,
     ServiceProcess,
     TcpRelay,
     ingestor_env,
+    make_certificates,
     streamer_env,
     wait_until,
 )
@@ -82,9 +85,29 @@ def utc(epoch: float) -> str:
     return format_utc(datetime.fromtimestamp(epoch, UTC))
 
 
+@dataclass(frozen=True)
+class Security:
+    """TLS with a generated CA, a password per user, and the production ACL
+    (deploy/mosquitto/acl) kept current with the subscribers by the streamer."""
+
+    directory: Path
+    certs: dict[str, Path]
+    passwords: dict[str, str]
+
+    def mqtt(self, env_prefix: str, user: str) -> dict[str, str]:
+        return {f"{env_prefix}MQTT__TLS_CA": str(self.certs["ca.crt"]),
+                f"{env_prefix}MQTT__USERNAME": user,
+                f"{env_prefix}MQTT__PASSWORD": self.passwords[user]}  # fmt: skip
+
+
 class Pipeline:
     def __init__(
-        self, broker: MosquittoServer, postgres: PostgresServer, logs: Path, speed: float
+        self,
+        broker: MosquittoServer,
+        postgres: PostgresServer,
+        logs: Path,
+        speed: float,
+        security: Security | None = None,
     ) -> None:
         self.broker, self.postgres, self.logs = broker, postgres, logs
         self.dsn = postgres.dsn()
@@ -97,21 +120,45 @@ class Pipeline:
             issued = subscriptions.issue_credentials(conn, "e2e")
             self.subscription = subscriptions.create(conn, "e2e", SubscriptionRequest())
         self.token = issued.api_token
-        self.subscriber = EventCollector(broker.port, [self.subscription.topic],
-                                         client_id="e2e-subscriber", persistent=True)  # fmt: skip
-        wait_until(self.subscriber.subscribed, timeout=10, what="the subscriber")
         self.http_port = free_port()
-        self.ingestor = self.service("ingestor", ingestor_env(
-            dsn=self.dsn, port=broker.port, prefix=PREFIX, client_id="e2e-ingestor"))  # fmt: skip
-        self.streamer = self.service("streamer", streamer_env(
-            dsn=self.dsn, port=broker.port, prefix=PREFIX, http_port=self.http_port,
-            STREAM_EXPORT_DIR=str(logs / "exports")))  # fmt: skip
+        ingest = ingestor_env(dsn=self.dsn, port=broker.port, prefix=PREFIX,
+                              client_id="e2e-ingestor")  # fmt: skip
+        stream = streamer_env(dsn=self.dsn, port=broker.port, prefix=PREFIX,
+                              http_port=self.http_port)  # fmt: skip
+        stream["STREAM_EXPORT_DIR"] = str(logs / "exports")
+        if security is not None:
+            ingest |= security.mqtt("INGEST_", "ingestor")
+            stream |= security.mqtt("STREAM_", "streamer") | {
+                "STREAM_BROKER_FILES__PASSWD": str(security.directory / "passwd"),
+                "STREAM_BROKER_FILES__ACL": str(security.directory / "acl"),
+                "STREAM_BROKER_FILES__BASE_PASSWD": str(security.directory / "base-passwd"),
+                "STREAM_BROKER_FILES__RELOAD_PIDFILE": str(security.directory / "broker.pid"),
+            }
+        self.ingestor = self.service("ingestor", ingest)
+        self.streamer = self.service("streamer", stream)
+        if security is not None:
+            passwd = security.directory / "passwd"
+            wait_until(lambda: "sub-e2e" in passwd.read_text(), timeout=30,
+                       what="the streamer to add the subscriber to the broker")  # fmt: skip
+            time.sleep(0.5)  # the broker rereads its files on SIGHUP
+        self.subscriber = EventCollector(
+            broker.port, [self.subscription.topic], client_id="e2e-subscriber", persistent=True,
+            username=issued.broker_username if security else None,
+            password=issued.broker_password if security else None,
+            tls_ca=security.certs["ca.crt"] if security else None,
+        )  # fmt: skip
+        wait_until(self.subscriber.subscribed, timeout=10, what="the subscriber")
         self.relays = [TcpRelay(broker.port) for _ in range(GATEWAYS)]
         self.gateways = []
         for k, relay in enumerate(self.relays):
             env = gateway_env(k, per=PER_GATEWAY, port=relay.port, days=DAYS, speed=speed,
                               run_dir=logs)  # fmt: skip
             env["EDGE_SIMULATOR_START"] = self.start.isoformat()
+            if security is not None:
+                env |= security.mqtt("EDGE_", f"site-{k}")
+                if k == 0:  # client certificates are optional; gateway 0 presents one
+                    env |= {"EDGE_MQTT__TLS_CERT": str(security.certs["client.crt"]),
+                            "EDGE_MQTT__TLS_KEY": str(security.certs["client.key"])}  # fmt: skip
             self.gateways.append(self.service(f"gw-{k}", env, module="edge_agent"))
 
     def service(self, name: str, env: dict[str, str], module: str | None = None) -> ServiceProcess:
@@ -262,3 +309,41 @@ def test_nothing_lost_or_doubled_under_faults(pipeline_factory: Any) -> None:
     offline = pipeline.gateways[1].log()
     assert offline.count("disconnected from broker") >= 2  # the broker restart, the outage
     assert "queue drained=True, 0 messages left" in offline
+
+
+def test_the_pipeline_runs_over_tls_with_passwords_and_the_production_acl(
+    tmp_path: Path,
+    private_broker: Callable[..., MosquittoServer],
+    private_postgres: Callable[[], PostgresServer],
+) -> None:
+    """Every client (gateways, ingestor, streamer, subscriber) over TLS with its own password;
+    the broker refuses anonymous clients and applies deploy/mosquitto/acl."""
+    files = tmp_path / "broker"
+    certs = make_certificates(files / "certs")
+    users = ["ingestor", "streamer", *(f"site-{k}" for k in range(GATEWAYS))]
+    security = Security(files, certs, {user: f"{user}-secret" for user in users})
+    base = "".join(f"{u}:{mosquitto_hash(p)}\n" for u, p in security.passwords.items())
+    (files / "base-passwd").write_text(base)
+    (files / "passwd").write_text(base)
+    (files / "acl").write_text((ROOT / "deploy" / "mosquitto" / "acl").read_text())
+    port = free_port()
+    broker = private_broker(port=port, extra_conf=[
+        f"listener {port} 127.0.0.1", f"cafile {certs['ca.crt']}",
+        f"certfile {certs['server.crt']}", f"keyfile {certs['server.key']}",
+        "require_certificate false", "allow_anonymous false",
+        f"password_file {files / 'passwd'}", f"acl_file {files / 'acl'}",
+    ])  # fmt: skip
+    assert broker._process is not None
+    (files / "broker.pid").write_text(str(broker._process.pid))
+    plain = EventCollector(port, ["#"])
+    pipeline = Pipeline(broker, private_postgres(), tmp_path, speed=0, security=security)
+    try:
+        expected = expected_sessions(pipeline.start)
+        for gateway in pipeline.gateways:
+            assert gateway.proc is not None
+            assert gateway.proc.wait(timeout=120) == 0, gateway.log()[-2000:]
+        check_everything_arrived(pipeline, expected)
+        assert plain.messages == [], "a client without TLS gets nothing"
+    finally:
+        pipeline.stop()
+        plain.close()
