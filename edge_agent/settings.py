@@ -18,33 +18,51 @@ class SourceKind(StrEnum):
 
 
 class EdgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EDGE_", env_nested_delimiter="__", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="EDGE_", env_nested_delimiter="__", frozen=True, use_attribute_docstrings=True
+    )
 
     site_id: str = Field(default="site-1", pattern=r"^[^/#+\s]{1,128}$")
+    """Site of this gateway (its topics, and its broker user in the production ACL)."""
     gateway_id: str = Field(default="gateway-1", pattern=r"^[^/#+\s]{1,128}$")
+    """This gateway's id (status topic, MQTT client id)."""
     mqtt: MqttSettings = MqttSettings()
+    """The utility's broker this gateway publishes to."""
     store_path: Path = Path(".run/edge/agent.sqlite3")
+    """Durable queue and detector state (SQLite, survives restarts)."""
     max_queue_messages: int = Field(default=1_000_000, ge=1000)
+    """Queue cap; when full the oldest measurements go first, never transactions."""
     publish_window: int = Field(default=500, ge=1, le=65_000)
+    """QoS 1 messages in flight at once."""
     measurement_interval_s: float = Field(
         default=60.0, gt=0, le=300, description="Pleevi asks for at least one every 5 min."
     )
     heartbeat_s: float = Field(default=30.0, gt=0)
+    """Status message interval."""
     metrics_host: str = "127.0.0.1"
+    """Address of /metrics, /healthz, /readyz."""
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = any free port.")
     source: SourceKind = SourceKind.SIMULATOR
+    """Readings from: simulator, file or gateway (a local MQTT topic)."""
     input: Path | None = None
+    """File source: CSV timestamp,power_w,energy_wh or Pleevi JSON Lines."""
     timezone: str | None = Field(default=None, description="Assumed for naive file timestamps.")
     speed: float = Field(default=0.0, ge=0, description="Replay speed x real time; 0 = max.")
     simulator_meters: int = Field(default=20, ge=1)
+    """Simulated households."""
     simulator_days: int = Field(default=3, ge=1)
+    """Simulated days."""
     simulator_seed: int = 0
+    """First household's seed; meters are meter-<seed+i>."""
     simulator_start: AwareDatetime | None = Field(
         default=None, description="First simulated instant; default 2024-07-01T00:00Z."
     )
     resolution_s: int = Field(default=60, ge=1, le=900)
+    """Simulated meter resolution."""
     gateway_mqtt: MqttSettings = MqttSettings()
+    """Gateway source: the local broker the meters publish to."""
     gateway_topic: str = "gateway/+/measurement"
+    """Gateway source: the local topic filter of Pleevi measurements."""
     exit_when_done: bool = Field(
         default=True, description="File/simulator sources: exit once all is acknowledged."
     )

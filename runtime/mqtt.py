@@ -16,18 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 class MqttSettings(BaseModel):
     """Where the broker is and how to authenticate (env: ``<SERVICE>_MQTT__HOST`` etc.)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     host: str = "127.0.0.1"
+    """Broker host name or address."""
     port: int = Field(default=1883, ge=1, le=65535)
+    """Broker port (8883 is the TLS listener of mosquitto.conf)."""
     username: str | None = None
+    """Broker user name."""
     password: SecretStr | None = None
+    """Broker password."""
     tls_ca: Path | None = Field(default=None, description="CA bundle; enables TLS when set.")
     tls_cert: Path | None = Field(default=None, description="Client certificate (optional).")
     tls_key: Path | None = Field(default=None, description="Client key (optional).")
     tls_insecure: bool = Field(default=False, description="Skip hostname check (tests only).")
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    """MQTT keepalive."""
     topic_prefix: str = "ev/v1"
+    """Root of the topic tree."""
 
 
 @dataclass

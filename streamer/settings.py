@@ -17,23 +17,32 @@ class BrokerFiles(BaseModel):
     """Where to keep Mosquitto's password file and ACL current with the subscriptions; the
     broker is told to reload (SIGHUP to the pid in ``reload_pidfile``) after each rewrite."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     passwd: Path | None = None
+    """Mosquitto password file to write (with the subscribers' users)."""
     acl: Path | None = None
+    """Mosquitto ACL file to write (each subscriber reads its own topics)."""
     base_passwd: Path | None = Field(default=None, description="Service and gateway users.")
     base_acl: Path | None = Field(default=None, description="Default: deploy/mosquitto/acl.")
     reload_pidfile: Path | None = None
+    """The broker's pid file: SIGHUP after a rewrite."""
 
 
 class StreamerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STREAM_", env_nested_delimiter="__", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="STREAM_", env_nested_delimiter="__", frozen=True, use_attribute_docstrings=True
+    )
 
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/ev")
+    """PostgreSQL/TimescaleDB connection URL."""
     mqtt: MqttSettings = MqttSettings()
+    """The broker subscribers read from."""
     client_id: str = Field(default_factory=lambda: f"streamer-{socket.gethostname()}")
+    """MQTT client id, one per replica."""
     batch_size: int = Field(default=500, ge=1, le=10_000, description="Outbox rows per claim.")
     max_events_per_message: int = Field(default=100, ge=1, le=1000)
+    """EVChargingEvents per MQTT message at most."""
     linger_s: float = Field(
         default=0.005,
         ge=0,
@@ -44,10 +53,14 @@ class StreamerSettings(BaseSettings):
         default=2.0, gt=0, le=60, description="Fallback when no notification."
     )
     ack_timeout_s: float = Field(default=10.0, gt=0)
+    """A delivery not acknowledged by the broker in time is rolled back and retried."""
     stats_interval_s: float = Field(default=5.0, gt=0)
+    """Backlog metrics, broker files and replays are looked after this often."""
     http_host: str = "127.0.0.1"
+    """Address of the HTTP API."""
     http_port: int = Field(default=8080, ge=0, le=65535, description="0 = any free port.")
     metrics_host: str = "127.0.0.1"
+    """Address of /metrics, /healthz, /readyz."""
     metrics_port: int = Field(default=9320, ge=0, le=65535, description="0 = any free port.")
     broker_files: BrokerFiles = BrokerFiles()
     export_dir: Path = Field(
