@@ -53,13 +53,23 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
+RESERVED_SITES = frozenset({SUBSCRIPTIONS, "ingestor", "streamer"})
+RESERVED_SITE_PREFIX = "sub-"
+"""The broker ACL lets a gateway write its own site's topics, its user name being its siteId;
+service and subscriber user names (``sub-<DataSubscriberId>``) must never be sites too."""
+
+
+def _check_site(topic: str, site_id: str) -> None:
+    _check_level(topic, "siteId", site_id)
+    if site_id in RESERVED_SITES or site_id.startswith(RESERVED_SITE_PREFIX):
+        raise TopicError(topic, f"siteId {site_id!r} is reserved (a service or subscriber name)")
+
+
 def edge_topic(site_id: str, asset_id: str, kind: EdgeKind, *, prefix: str = DEFAULT_PREFIX) -> str:
     prefix = _check_prefix(prefix)
     topic = f"{prefix}/{site_id}/{asset_id}/{kind.value}"
-    _check_level(topic, "siteId", site_id)
+    _check_site(topic, site_id)
     _check_level(topic, "assetId", asset_id)
-    if site_id == SUBSCRIPTIONS:
-        raise TopicError(topic, f"siteId {SUBSCRIPTIONS!r} is reserved")
     return topic
 
 
@@ -79,7 +89,7 @@ def parse_edge_topic(topic: str, *, prefix: str = DEFAULT_PREFIX) -> EdgeTopic:
     site_id, asset_id, kind = levels
     if site_id == SUBSCRIPTIONS:
         raise TopicError(topic, "is a subscription topic, not an edge topic")
-    _check_level(topic, "siteId", site_id)
+    _check_site(topic, site_id)
     _check_level(topic, "assetId", asset_id)
     try:
         edge_kind = EdgeKind(kind)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -207,6 +207,18 @@ class Deliverer:
         self.metrics.backlog_age.set(float(pending[1]))
         for state in SubscriptionState:
             self.metrics.subscriptions.labels(state.value).set(states.get(state.value, 0))
+
+    def sweep_delivered(self, keep: timedelta, *, limit: int = 10_000) -> int:
+        """Delete delivered outbox rows older than ``keep`` (the horizon of StartPosition
+        replays), at most ``limit`` at a time; how many went."""
+        with self.pool.connection() as conn:
+            swept = conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+                " WHERE delivered_at < now() - %s ORDER BY id LIMIT %s)",
+                (keep, limit),
+            ).rowcount
+        self.metrics.swept.inc(swept)
+        return swept
 
 
 class OutboxListener:

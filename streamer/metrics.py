@@ -26,6 +26,11 @@ class StreamMetrics:
             "Outbox rows no subscription wanted.",
             registry=registry,
         )
+        self.swept = Counter(
+            "ev_stream_outbox_swept_rows_total",
+            "Delivered outbox rows deleted after STREAM_OUTBOX_KEEP_DAYS.",
+            registry=registry,
+        )
         self.replayed = Counter(
             "ev_stream_replayed_events_total",
             "Kept events replayed to subscriptions created with a start position.",

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,7 @@ def _deliver_until(
             replay_due = True
             try:
                 deliverer.observe_backlog()
+                deliverer.sweep_delivered(timedelta(days=settings.outbox_keep_days))
                 if broker_files.enabled:
                     with pool.connection() as conn:
                         broker_files.sync(conn)

@@ -63,6 +63,12 @@ class StreamerSettings(BaseSettings):
     """Address of /metrics, /healthz, /readyz."""
     metrics_port: int = Field(default=9320, ge=0, le=65535, description="0 = any free port.")
     broker_files: BrokerFiles = BrokerFiles()
+    outbox_keep_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Delivered events stay this long in the outbox, the source of StartPosition "
+        "replays (the charging events themselves stay 13 months).",
+    )
     export_dir: Path = Field(
         default=DEFAULT_EXPORT_DIR,
         description="Where batch-export files are written and served from (shared storage "

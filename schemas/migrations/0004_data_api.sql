@@ -27,3 +27,6 @@ CREATE TABLE export_jobs (
 );
 CREATE INDEX export_jobs_by_subscription ON export_jobs (subscription_id, created_at DESC);
 CREATE INDEX export_jobs_unfinished ON export_jobs (created_at) WHERE status IN ('queued', 'running');
+
+-- Delivered outbox rows are swept after STREAM_OUTBOX_KEEP_DAYS (the replay horizon).
+CREATE INDEX outbox_delivered ON outbox (delivered_at) WHERE delivered_at IS NOT NULL;

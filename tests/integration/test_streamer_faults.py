@@ -275,3 +275,28 @@ def test_a_subscriber_can_read_only_its_own_subscription_topics(
     finally:
         for client in (intruder, owner, wrong):
             client.close()
+
+
+def test_delivered_outbox_rows_are_swept_after_the_keep_period(
+    migrated_db: str,
+    broker: BrokerAddress,
+    start_streamer: Callable[..., ServiceProcess],
+) -> None:
+    """Delivered rows older than STREAM_OUTBOX_KEEP_DAYS go; pending ones never do."""
+    prefix = unique_prefix()
+    subscribe_everything(migrated_db, prefix)
+    write_outbox(migrated_db, [("old-1", "m-1"), ("new-1", "m-2")])
+    with psycopg.connect(migrated_db) as conn:
+        conn.execute("INSERT INTO outbox (transaction_id, asset_id, kind, charge_start_time,"
+                     " payload, delivered_at) VALUES ('aged', 'm-3', 'start', now(), '{}',"
+                     " now() - interval '2 days')")  # fmt: skip
+    start_streamer(**streamer_env(dsn=migrated_db, port=broker.port, prefix=prefix,
+                                  http_port=free_port(), STREAM_OUTBOX_KEEP_DAYS="1"))  # fmt: skip
+    wait_until(lambda: pending(migrated_db) == 0, timeout=30, what="delivery")
+
+    def left() -> list[str]:
+        with psycopg.connect(migrated_db) as conn:
+            return [tid for (tid,) in conn.execute("SELECT transaction_id FROM outbox")]
+
+    wait_until(lambda: "aged" not in left(), timeout=30, what="the sweep")
+    assert sorted(left()) == ["new-1", "new-1", "old-1", "old-1"]

@@ -41,12 +41,22 @@ def test_custom_prefix():
         ("ev/v2/site/meter/measurement", "does not start"),
         ("ev/v1/subscriptions/abc/events", "subscription topic"),
         ("ev/v1/si te/meter/measurement", "siteId"),
+        ("ev/v1/sub-adms/meter/measurement", "reserved"),  # a subscriber's broker user
+        ("ev/v1/ingestor/meter/transaction", "reserved"),  # a service's broker user
     ],
 )
 def test_bad_edge_topics(topic, reason):
     """Unknown kinds, wrong depth, wrong version and bad levels are refused with a reason."""
     with pytest.raises(TopicError, match=reason):
         parse_edge_topic(topic)
+
+
+def test_reserved_site_ids_are_refused_when_building_too():
+    """The broker ACL names a gateway's site by its user name: no site may be a service or
+    subscriber user."""
+    for site in ("sub-planner", "streamer", "subscriptions"):
+        with pytest.raises(TopicError, match="reserved"):
+            edge_topic(site, "m-1", EdgeKind.STATUS)
 
 
 @pytest.mark.parametrize("bad", ["a/b", "+", "#", "", "x y"])
