@@ -332,26 +332,16 @@ def _json_object(fields: Sequence[str]) -> sql.Composed:
     return sql.SQL("json_build_object({})::text").format(sql.SQL(", ").join(pairs))
 
 
-def export_copy_sql(
-    query: EventQuery, *, json_lines: bool, limit: int
-) -> tuple[sql.Composed, dict[str, Any]]:
-    """``COPY ... TO STDOUT`` of every matching event (at most ``limit``), oldest first, in
-    seed 000's CSV columns: CSV with its header, or one JSON object per line.
-
-    PostgreSQL formats the rows itself, so an export streams at the speed of COPY. JSON lines
-    travel as a one-column CSV whose quote and delimiter never occur in JSON text, so each
-    line arrives exactly as ``json_build_object`` wrote it.
-    """
+def export_copy_sql(query: EventQuery, *, limit: int) -> tuple[sql.Composed, dict[str, Any]]:
+    """``COPY ... TO STDOUT`` (CSV with seed 000's header) of every matching event, at most
+    ``limit``, oldest first. PostgreSQL formats the rows itself, so an export streams at the
+    speed of COPY."""
     where, params = query.where()
-    if json_lines:
-        select = _json_object(CSV_COLUMNS)
-        options = sql.SQL("FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02'")
-    else:
-        select = sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(_export_value(name), sql.Identifier(name))
-            for name in CSV_COLUMNS
-        )
-        options = sql.SQL("FORMAT csv, HEADER")
+    select = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(_export_value(name), sql.Identifier(name))
+        for name in CSV_COLUMNS
+    )
+    options = sql.SQL("FORMAT csv, HEADER")
     select_sql = sql.SQL(
         "SELECT {} FROM charging_events WHERE {} ORDER BY charge_start_time, transaction_id"
         " LIMIT {}"
