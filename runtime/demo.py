@@ -218,8 +218,10 @@ logs        {logs}
 
 
 def watch(watcher: Watcher, gateways: list[ServiceProcess], dsn: str) -> None:
-    """Progress until the gateways are done and every detected session is delivered."""
-    settled_at: float | None = None
+    """Progress until the gateways are done and every detected session is delivered (or
+    nothing has moved for a minute after they finished)."""
+    last: tuple[int, ...] = ()
+    still_since = time.monotonic()
     while True:
         time.sleep(2)
         running = sum(1 for g in gateways if g.proc is not None and g.proc.poll() is None)
@@ -230,13 +232,15 @@ def watch(watcher: Watcher, gateways: list[ServiceProcess], dsn: str) -> None:
         print(f"[gateways running {running}/{len(gateways)}] detected {detected} sessions |"
               f" stored {events} ({closed} ended) | delivered {starts} starts, {ends} ends |"
               f" dead letters {dead}", flush=True)  # fmt: skip
+        now = (running, detected, events, closed, starts, ends)
+        if now != last:
+            last, still_since = now, time.monotonic()
         if running:
             continue
         if detected == closed == ends:
             return
-        settled_at = settled_at or time.monotonic()
-        if time.monotonic() - settled_at > 60:
-            print("not everything arrived within 60 s of the gateways finishing; see the logs")
+        if time.monotonic() - still_since > 60:
+            print("nothing has moved for 60 s and not everything arrived; see the logs")
             return
 
 
