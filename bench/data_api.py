@@ -126,8 +126,6 @@ def measure_on_demand(dsn: str, queries: int, now: datetime) -> list[tuple[str, 
     port = free_port()
     server = ApiServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = server.start_in_thread()
-    while not server.started:
-        time.sleep(0.01)
     rows: list[tuple[str, ...]] = []
     headers = {"Authorization": f"Bearer {issued.api_token}"}
     try:

@@ -102,6 +102,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "FeederId",
 )
 """Seed 000's CSV header order; FeederId (in the on-demand example, not the CSV) comes last."""
+TIME_COLUMNS = frozenset({"ReceivedTime", "ChargeStartTime", "ChargeEndTime"})
+NUMBER_COLUMNS = frozenset({"ChargeW", "ChargeDuration", "ChargeEnergy"})
 
 
 class StreamKind(StrEnum):

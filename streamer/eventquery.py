@@ -26,6 +26,7 @@ from psycopg import sql
 
 from schemas.itron import (
     CSV_COLUMNS,
+    TIME_COLUMNS,
     BatchTokens,
     ChargingEventRecord,
     EntityType,
@@ -322,7 +323,7 @@ def _utc_text(column: str) -> sql.Composed:
 
 def _export_value(name: str) -> sql.Composable:
     column = COLUMN[name]
-    if name in {"ReceivedTime", "ChargeStartTime", "ChargeEndTime"}:
+    if name in TIME_COLUMNS:
         return _utc_text(column)
     return sql.Identifier(column)
 

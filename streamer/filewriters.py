@@ -22,18 +22,16 @@ import pyarrow.csv as pa_csv
 import pyarrow.orc as pa_orc
 import pyarrow.parquet as pq
 
-from schemas.itron import CSV_COLUMNS, FileType
+from schemas.itron import CSV_COLUMNS, NUMBER_COLUMNS, TIME_COLUMNS, FileType
 
-_TIMES = {"ReceivedTime", "ChargeStartTime", "ChargeEndTime"}
-_NUMBERS = {"ChargeW", "ChargeDuration", "ChargeEnergy"}
 _BLOCK_BYTES = 1 << 20
 _JSON_ROWS = 5000
 
 
 def _arrow_type(name: str) -> Any:
-    if name in _TIMES:
+    if name in TIME_COLUMNS:
         return pa.timestamp("us", tz="UTC")
-    return pa.float64() if name in _NUMBERS else pa.string()
+    return pa.float64() if name in NUMBER_COLUMNS else pa.string()
 
 
 ARROW_SCHEMA = pa.schema([pa.field(name, _arrow_type(name)) for name in CSV_COLUMNS])
@@ -89,7 +87,7 @@ def _write_bytes(chunks: Iterable[bytes], path: Path) -> None:
 
 
 _JSON_SCHEMA = pa.schema(
-    [pa.field(f.name, pa.string() if f.name in _TIMES else f.type) for f in ARROW_SCHEMA]
+    [pa.field(f.name, pa.string() if f.name in TIME_COLUMNS else f.type) for f in ARROW_SCHEMA]
 )
 """Times stay the text the database wrote (ISO 8601, ``Z``)."""
 

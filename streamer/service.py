@@ -80,9 +80,13 @@ class ApiServer(uvicorn.Server):
     def install_signal_handlers(self) -> None:
         return
 
-    def start_in_thread(self) -> threading.Thread:
+    def start_in_thread(self, timeout: float = 30.0) -> threading.Thread:
+        """Serve in a daemon thread; returns once listening (or the thread died)."""
         thread = threading.Thread(target=self.run, name="http-api", daemon=True)
         thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return thread
 
 

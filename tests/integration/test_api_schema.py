@@ -4,7 +4,6 @@ may cause a 5xx; every answer is a documented status with a body of the document
 
 from __future__ import annotations
 
-import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -45,8 +44,6 @@ def served(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     port = free_port()
     server = ApiServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
     thread = server.start_in_thread()
-    while not server.started:
-        time.sleep(0.01)
     url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {issued.api_token}"}
     made = httpx.post(f"{url}/dpss/api/v1/subscriptions", json={}, headers=headers, timeout=10)

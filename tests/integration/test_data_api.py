@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,8 +88,6 @@ def data(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     port = free_port()
     server = ApiServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = server.start_in_thread()
-    while not server.started:
-        time.sleep(0.01)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         yield {
             "api": Api(client, ours.api_token, "utility-a"),
