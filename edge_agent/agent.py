@@ -16,11 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from edge_agent.control import PowerControl, Verdict
 from edge_agent.detector import DETECTOR_VERSION, DetectorConfig, MeterDetector, Phase, Transition
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.offline import Reading
-from edge_agent.store import MEASUREMENT, TRANSACTION, AgentStore, Outgoing
-from schemas.pleevi import Measurement, Transaction
+from edge_agent.store import COMMAND_RESULT, MEASUREMENT, TRANSACTION, AgentStore, Outgoing
+from schemas.pleevi import Measurement, Transaction, TransactionState
 from schemas.topics import EdgeKind, edge_topic
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,13 @@ def transaction_message(tr: Transition) -> Transaction:
     )
 
 
+_QUEUE_KIND = {
+    EdgeKind.MEASUREMENT: MEASUREMENT,
+    EdgeKind.TRANSACTION: TRANSACTION,
+    EdgeKind.COMMAND_RESULT: COMMAND_RESULT,
+}
+
+
 class EdgeAgent:
     def __init__(
         self,
@@ -62,6 +70,7 @@ class EdgeAgent:
         detector_config: DetectorConfig | None = None,
         chunk_size: int = 500,
         on_commit: Any = None,
+        control: PowerControl | None = None,
     ) -> None:
         self.site_id = site_id
         self._store = store
@@ -71,6 +80,7 @@ class EdgeAgent:
         self._config = detector_config or DetectorConfig()
         self._chunk = chunk_size
         self._on_commit = on_commit
+        self.control = control
         saved = store.states()
         self.detectors: dict[str, MeterDetector] = {
             asset: MeterDetector.restore(state["detector"], self._config)
@@ -87,13 +97,29 @@ class EdgeAgent:
             sum(d.phase in (Phase.CHARGING, Phase.PAUSED) for d in self.detectors.values())
         )
 
+    def open_session(self, asset: str) -> str | None:
+        det = self.detectors.get(asset)
+        return det.open_session() if det else None
+
     def _outgoing(self, asset: str, kind: EdgeKind, message: BaseModel) -> Outgoing:
         return Outgoing(
             edge_topic(self.site_id, asset, kind, prefix=self._prefix),
             message.model_dump_json(by_alias=True, exclude_none=True).encode(),
-            MEASUREMENT if kind is EdgeKind.MEASUREMENT else TRANSACTION,
+            _QUEUE_KIND[kind],
             asset,
         )
+
+    def _verdicts(self, verdicts: list[Verdict]) -> list[Outgoing]:
+        for v in verdicts:
+            self._metrics.command_results.labels(v.result.status.value).inc()
+            log.info("%s %s %s", v.asset_id, v.result.action_id, v.result.status.value)
+        return [self._outgoing(v.asset_id, EdgeKind.COMMAND_RESULT, v.result) for v in verdicts]
+
+    def queue_verdicts(self, verdicts: list[Verdict]) -> None:
+        """Verdicts reached outside the reading loop (refused, expired commands)."""
+        self._store.commit(self._verdicts(verdicts), {})
+        if self._on_commit is not None:
+            self._on_commit()
 
     def _handle(self, reading: Reading, out: list[Outgoing]) -> bool:
         asset, t, power, energy = reading
@@ -107,6 +133,10 @@ class EdgeAgent:
             out.append(self._outgoing(asset, EdgeKind.TRANSACTION, transaction_message(tr)))
             self._metrics.transactions.labels(tr.state.value).inc()
             log.info("%s %s %s", asset, tr.state.value, tr.transaction_id)
+            if tr.state is TransactionState.ENDED and self.control is not None:
+                self.control.actuator.session_ended(asset)
+        if self.control is not None:
+            out.extend(self._verdicts(self.control.observe(asset, t, det)))
         last = self._last_measurement.get(asset)
         # A measurement needs a register value; none is invented when the meter gave none.
         if (

@@ -142,6 +142,7 @@ class _Session:
     excess_sum: float = 0.0
     excess_sq: float = 0.0
     samples: int = 0
+    unlimited_level_w: float | None = None
 
 
 @dataclass
@@ -517,6 +518,30 @@ class MeterDetector:
             return []
         stop = s.low_since if self.phase is Phase.PAUSED and s.low_since else self.last_t
         return [self._end(self.last_t, stop)]
+
+    # ------------------------------------------------------------------ power limits
+    def open_session(self) -> str | None:
+        """The transactionId of the session charging or paused now, if any."""
+        if self.session is None or self.phase not in (Phase.CHARGING, Phase.PAUSED):
+            return None
+        return self.session.transaction_id
+
+    @property
+    def ev_power_w(self) -> float:
+        """The EV's power at the last reading (0 outside a session)."""
+        return self.session.last_ev_w if self.open_session() and self.session else 0.0
+
+    def expect_limit(self, transaction_id: str, limit_w: float | None) -> bool:
+        """A charger accepted a limit (None: cleared) for this session: the EV's expected level
+        becomes the lower of its own and the limit, so the drop reads as a limited charge, not
+        as the end of the session. False when that session is not open."""
+        s = self.session
+        if s is None or self.open_session() != transaction_id:
+            return False
+        if s.unlimited_level_w is None:
+            s.unlimited_level_w = s.level_w
+        s.level_w = s.unlimited_level_w if limit_w is None else min(s.unlimited_level_w, limit_w)
+        return True
 
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> dict[str, Any]:

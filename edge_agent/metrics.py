@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from schemas.edrv import ActionStatus
 from schemas.pleevi import TransactionState
 
 
@@ -57,3 +58,19 @@ class EdgeMetrics:
         self.reconnects = Counter(
             "ev_edge_broker_connects_total", "Successful broker connections.", registry=registry
         )
+        self.commands = Counter(
+            "ev_edge_commands_total",
+            "Power-limit commands received (received, invalid).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("received", "invalid"):
+            self.commands.labels(outcome)
+        self.command_results = Counter(
+            "ev_edge_command_results_total",
+            "Power-limit verdicts queued for the broker, by status.",
+            ["status"],
+            registry=registry,
+        )
+        for status in (ActionStatus.COMPLETED, ActionStatus.FAILED):
+            self.command_results.labels(status.value)

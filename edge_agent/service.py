@@ -16,11 +16,14 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry
 
+from edge_agent.actuators import Actuator, ChargerRating, NoCharger, SimulatedChargers
 from edge_agent.agent import EdgeAgent
+from edge_agent.control import CommandReceiver, PowerControl, Verdict, VerifyPolicy
 from edge_agent.detector import DETECTOR_VERSION
 from edge_agent.metrics import EdgeMetrics
+from edge_agent.ocpp_adapter import OcppCentralSystem
 from edge_agent.publisher import Publisher
-from edge_agent.settings import EdgeSettings, SourceKind
+from edge_agent.settings import ChargerKind, EdgeSettings, SourceKind
 from edge_agent.simulator import load_real_data
 from edge_agent.sources import GatewaySource, build_fleet, paced, replay_file, simulated_fleet
 from edge_agent.store import AgentStore
@@ -50,6 +53,23 @@ def status_payload(
         timestamp=datetime.now(UTC),
     )
     return status.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def build_actuator(settings: EdgeSettings) -> Actuator:
+    rating = ChargerRating(settings.charger_voltage_v, settings.charger_phases)
+    kind = settings.charger
+    if kind is ChargerKind.AUTO:
+        simulated = settings.source is SourceKind.SIMULATOR
+        kind = ChargerKind.SIMULATED if simulated else ChargerKind.NONE
+    if kind is ChargerKind.SIMULATED:
+        return SimulatedChargers(rating, settings.simulator_charger)
+    if kind is ChargerKind.OCPP:
+        central = OcppCentralSystem(
+            settings.ocpp_charge_points, host=settings.ocpp_host, port=settings.ocpp_port
+        )
+        central.start()
+        return central
+    return NoCharger()
 
 
 def run(settings: EdgeSettings) -> int:
@@ -83,6 +103,21 @@ def run(settings: EdgeSettings) -> int:
         window=settings.publish_window,
         on_connect=announce,
     )
+    actuator = build_actuator(settings)
+
+    def queue_verdicts(verdicts: list[Verdict]) -> None:
+        agent_ref[0].queue_verdicts(verdicts)
+
+    def open_session(asset: str) -> str | None:
+        return agent_ref[0].open_session(asset)
+
+    control = PowerControl(
+        actuator,
+        rating=ChargerRating(settings.charger_voltage_v, settings.charger_phases),
+        policy=VerifyPolicy(verify_s=settings.command_verify_s),
+        emit=queue_verdicts,
+        open_session=open_session,
+    )
     agent = EdgeAgent(
         site_id=settings.site_id,
         store=store,
@@ -90,8 +125,21 @@ def run(settings: EdgeSettings) -> int:
         topic_prefix=settings.mqtt.topic_prefix,
         measurement_interval_s=settings.measurement_interval_s,
         on_commit=publisher.notify,
+        control=control,
     )
     agent_ref.append(agent)
+    # Persistent session: commands sent while the gateway is away wait (until they expire).
+    commands = CommandReceiver(
+        make_connection(
+            settings.mqtt,
+            f"edge-cmd-{settings.site_id}-{settings.gateway_id}",
+            clean_start=False,
+            session_expiry_s=7 * 86_400,
+        ),
+        settings.site_id,
+        control,
+        metrics,
+    )
     server = serve_metrics(
         registry,
         host=settings.metrics_host,
@@ -111,6 +159,8 @@ def run(settings: EdgeSettings) -> int:
                 announce(conn.client)
 
     publisher.start()
+    control.start()
+    commands.start()
     threading.Thread(target=heartbeat, name="edge-heartbeat", daemon=True).start()
     gateway: GatewaySource | None = None
     try:
@@ -137,7 +187,8 @@ def run(settings: EdgeSettings) -> int:
                     real=load_real_data(SHARED_DATA),
                     start=settings.simulator_start,
                 )
-                readings = simulated_fleet(fleet)
+                chargers = actuator if isinstance(actuator, SimulatedChargers) else None
+                readings = simulated_fleet(fleet, chargers)
             agent.process(paced(readings, settings.speed, stop), stop)
             log.info("source exhausted; %s meters", len(agent.detectors))
             if not settings.exit_when_done:
@@ -155,6 +206,10 @@ def run(settings: EdgeSettings) -> int:
     finally:
         if gateway:
             gateway.stop()
+        commands.stop()
+        control.stop()
+        if isinstance(actuator, OcppCentralSystem):
+            actuator.stop()
         publisher.stop()
         server.shutdown()
         store.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edge_agent.actuators import ChargerBehaviour
 from runtime.mqtt import MqttSettings
 
 
@@ -15,6 +16,13 @@ class SourceKind(StrEnum):
     FILE = "file"
     SIMULATOR = "simulator"
     GATEWAY = "gateway"
+
+
+class ChargerKind(StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+    OCPP = "ocpp"
+    SIMULATED = "simulated"
 
 
 class EdgeSettings(BaseSettings):
@@ -66,3 +74,22 @@ class EdgeSettings(BaseSettings):
     exit_when_done: bool = Field(
         default=True, description="File/simulator sources: exit once all is acknowledged."
     )
+    charger: ChargerKind = Field(
+        default=ChargerKind.AUTO,
+        description="Chargers that power-limit commands go to: simulated, ocpp (charge points "
+        "connected to this gateway), none; auto = simulated for the simulator source, else none.",
+    )
+    simulator_charger: ChargerBehaviour = ChargerBehaviour.OBEDIENT
+    """Simulated chargers: obedient, rejecting, or ignoring (accept a limit, keep drawing)."""
+    charger_voltage_v: float = Field(default=240.0, gt=0, le=1000)
+    """Phase-to-neutral voltage that turns a current limit into watts."""
+    charger_phases: int = Field(default=1, ge=1, le=3)
+    """Phases a current limit applies to."""
+    command_verify_s: float = Field(default=300.0, gt=0)
+    """A limit is completed only if the meter shows the EV under it within this (meter time)."""
+    ocpp_host: str = "0.0.0.0"  # noqa: S104 - charge points on the gateway's LAN connect here
+    """OCPP 1.6J central system: address charge points connect to (ws://host:port/<id>)."""
+    ocpp_port: int = Field(default=9000, ge=0, le=65535)
+    """OCPP 1.6J central system port."""
+    ocpp_charge_points: dict[str, str] = Field(default_factory=dict)
+    """Charge point id -> the meter (assetId) it sits behind, as JSON."""

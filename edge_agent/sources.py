@@ -20,6 +20,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from edge_agent.actuators import SimulatedChargers
 from edge_agent.offline import Reading, read_file
 from edge_agent.simulator import HouseholdSpec, RealData, Trace, simulate_household
 from runtime.mqtt import MqttConnection
@@ -62,9 +63,12 @@ def trace_readings(trace: Trace) -> Iterator[Reading]:
         yield trace.asset_id, float(t), round(float(p), 1), round(float(e), 1)
 
 
-def simulated_fleet(traces: list[Trace]) -> Iterator[Reading]:
-    """All meters' readings merged in time order."""
-    return heapq.merge(*(trace_readings(t) for t in traces), key=lambda r: r[1])
+def simulated_fleet(
+    traces: list[Trace], chargers: SimulatedChargers | None = None
+) -> Iterator[Reading]:
+    """All meters' readings merged in time order (EVs held to ``chargers``' limits)."""
+    streams = [chargers.readings(t) if chargers else trace_readings(t) for t in traces]
+    return heapq.merge(*streams, key=lambda r: r[1])
 
 
 def build_fleet(

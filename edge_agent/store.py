@@ -5,7 +5,8 @@ and leaves only when the broker has acknowledged it. So a ``kill -9``, a reboot 
 outage of days loses nothing, replays in order, and a session open before a crash ends once.
 
 Bound: at most ``max_messages`` rows. Past that, the oldest *measurements* are dropped first
-(they are periodic and the next one supersedes them); transactions are never dropped.
+(they are periodic and the next one supersedes them); transactions and command results are
+never dropped.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS rejected (
 
 MEASUREMENT = "measurement"
 TRANSACTION = "transaction"
+COMMAND_RESULT = "command-result"
 
 
 @dataclass(frozen=True, slots=True)

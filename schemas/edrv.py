@@ -52,6 +52,16 @@ class PowerLimit(BaseModel):
         return self
 
 
+class StatusChange(BaseModel):
+    """One step of an action's history."""
+
+    model_config = _OURS
+
+    status: ActionStatus
+    reason: str | None = None
+    at: UtcDatetime
+
+
 class Action(BaseModel):
     """The action record returned by the API and carried by status events."""
 
@@ -60,13 +70,20 @@ class Action(BaseModel):
     id: str = Field(alias="_id")
     type: ActionType
     status: ActionStatus
-    session: str | None = Field(default=None, description="The session's transactionId.")
-    chargestation: str | None = None
+    session: str = Field(description="The session's transactionId.")
+    chargestation: str = Field(description="The meter (assetId) whose charger is controlled.")
     connector: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     reason: str | None = Field(default=None, description="Why an action failed.")
+    measured_ev_power_w: float | None = Field(
+        default=None, alias="measuredEvPower", description="EV power the meter saw (W)."
+    )
+    expires_at: UtcDatetime = Field(
+        alias="expiresAt", description="A command not delivered to the charger by then lapses."
+    )
     created_at: UtcDatetime = Field(alias="createdAt")
     updated_at: UtcDatetime = Field(alias="updatedAt")
+    history: list[StatusChange] = Field(default_factory=list)
 
 
 class ActionResponse(BaseModel):
@@ -87,6 +104,14 @@ class ActionEvent(BaseModel):
     event: str = Field(pattern=r"^session\.(set|clear)_power_limit\.(requested|completed|failed)$")
     action: Action
     timestamp: UtcDatetime
+
+    @classmethod
+    def of(cls, action: Action) -> ActionEvent:
+        return cls(
+            event=f"{action.type.value}.{action.status.value}",
+            action=action,
+            timestamp=action.updated_at,
+        )
 
 
 class CommandResult(BaseModel):
@@ -112,3 +137,12 @@ class EdgeCommand(BaseModel):
     type: ActionType
     data: PowerLimit | None = None
     issued_at: UtcDatetime = Field(alias="issuedAt")
+    expires_at: UtcDatetime = Field(
+        alias="expiresAt", description="Not applied after this instant (also the MQTT expiry)."
+    )
+
+    @model_validator(mode="after")
+    def _set_has_a_limit(self) -> EdgeCommand:
+        if (self.type is ActionType.SET_POWER_LIMIT) != (self.data is not None):
+            raise ValueError("set_power_limit carries a limit, clear_power_limit none")
+        return self

@@ -2,6 +2,7 @@
 
 Edge:        ``{prefix}/{siteId}/{assetId}/{kind}``, kind one of :class:`EdgeKind`
 Subscribers: ``{prefix}/subscriptions/{subscriptionId}/events``
+Control:     ``{prefix}/control/{DataSubscriberId}/actions`` (power-limit status events)
 
 ``prefix`` defaults to ``ev/v1`` (the version is part of the tree).
 """
@@ -14,6 +15,7 @@ from enum import StrEnum
 
 DEFAULT_PREFIX = "ev/v1"
 SUBSCRIPTIONS = "subscriptions"
+CONTROL = "control"
 _LEVEL = re.compile(r"^[^/#+\s]{1,128}$")
 
 
@@ -53,7 +55,7 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
-RESERVED_SITES = frozenset({SUBSCRIPTIONS, "ingestor", "streamer"})
+RESERVED_SITES = frozenset({SUBSCRIPTIONS, CONTROL, "ingestor", "streamer"})
 RESERVED_SITE_PREFIX = "sub-"
 """The broker ACL lets a gateway write its own site's topics, its user name being its siteId;
 service and subscriber user names (``sub-<DataSubscriberId>``) must never be sites too."""
@@ -77,6 +79,14 @@ def edge_filter(kind: EdgeKind | None = None, *, prefix: str = DEFAULT_PREFIX) -
     """Wildcard filter for all sites' messages of ``kind`` (all kinds when None)."""
     prefix = _check_prefix(prefix)
     return f"{prefix}/+/+/{kind.value}" if kind else f"{prefix}/+/+/+"
+
+
+def site_filter(site_id: str, kind: EdgeKind, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """Wildcard filter for one site's messages of ``kind`` (every asset)."""
+    prefix = _check_prefix(prefix)
+    topic = f"{prefix}/{site_id}/+/{kind.value}"
+    _check_site(topic, site_id)
+    return topic
 
 
 def parse_edge_topic(topic: str, *, prefix: str = DEFAULT_PREFIX) -> EdgeTopic:
@@ -114,3 +124,11 @@ def parse_subscription_topic(topic: str, *, prefix: str = DEFAULT_PREFIX) -> str
     subscription_id = topic[len(head) : -len("/events")]
     _check_level(topic, "subscriptionId", subscription_id)
     return subscription_id
+
+
+def control_topic(subscriber_id: str, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """Where a data subscriber's power-limit actions report their status events."""
+    prefix = _check_prefix(prefix)
+    topic = f"{prefix}/{CONTROL}/{subscriber_id}/actions"
+    _check_level(topic, "DataSubscriberId", subscriber_id)
+    return topic

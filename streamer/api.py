@@ -1,11 +1,13 @@
-"""The HTTP app: subscriptions (seed 001) and the data API (seed 000: on-demand, batch).
+"""The HTTP app: subscriptions (seed 001), the data API (seed 000: on-demand, batch) and
+session power management (seed 003: set/clear a power limit, actions, webhooks).
 
 Every request needs ``Authorization: Bearer <token>`` of a data subscriber; a
 ``DataSubscriberId`` header, when sent, must name that subscriber. A subscriber sees only its
 own subscriptions (another's is a 404, so ids cannot be probed). ``Itron-CorrelationId`` is
 echoed back, or generated when absent, and logged with the request. A request the API cannot
 run as sent (a malformed body, a bad date, a range outside the data available) is a 400 whose
-``parameter`` names what is wrong.
+``parameter`` names what is wrong; under ``/api/v1`` (seed 003) every answer, errors included,
+is the ``{"ok", "message", "result"}`` envelope.
 """
 
 import base64
@@ -13,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -27,10 +29,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 
+from schemas.edrv import ActionResponse, ActionType, PowerLimit
 from schemas.itron import BatchJob, BatchRequest, BatchStatus, ChargingEventRecord, OnDemandRequest
 from schemas.subscriptions import SubscriptionRequest, SubscriptionState, SubscriptionView
 from schemas.topics import DEFAULT_PREFIX
-from streamer import exports, subscriptions
+from streamer import exports, powerlimits, subscriptions, webhooks
 from streamer.eventquery import (
     PAGE_SIZE,
     PagePosition,
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 CORRELATION_HEADER = "Itron-CorrelationId"
 NEXT_PAGE_HEADER = "Next-Page-Token"
 BASE = "/dpss/api/v1/subscriptions"
+CONTROL_BASE = "/api/v1"
 
 _bearer = HTTPBearer(auto_error=False)
 T = TypeVar("T")
@@ -62,7 +66,12 @@ class ErrorBody(BaseModel):
     parameter: str | None = None
 
 
-def _error(status_code: int, detail: str, parameter: str | None = None) -> JSONResponse:
+def _error(
+    request: Request, status_code: int, detail: str, parameter: str | None = None
+) -> JSONResponse:
+    if request.url.path.startswith(CONTROL_BASE + "/"):
+        envelope = ActionResponse(ok=False, message=detail)
+        return JSONResponse(envelope.model_dump(by_alias=True), status_code=status_code)
     body = ErrorBody(detail=detail, parameter=parameter)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
 
@@ -79,6 +88,8 @@ def create_app(
     export_dir: Path = DEFAULT_EXPORT_DIR,
     metrics: StreamMetrics | None = None,
     on_batch_request: Callable[[], None] = lambda: None,
+    on_power_action: Callable[[], None] = lambda: None,
+    command_expiry: timedelta = timedelta(seconds=60),
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> FastAPI:
     errors: dict[int | str, dict[str, Any]] = {
@@ -90,8 +101,9 @@ def create_app(
     app = FastAPI(
         title="EV charging events",
         version="1",
-        description="Subscriptions to live EVChargingEvents (seed 001) and the data API: "
-        "on-demand queries and batch-request exports (seed 000).",
+        description="Subscriptions to live EVChargingEvents (seed 001), the data API: "
+        "on-demand queries and batch-request exports (seed 000), and session power "
+        "management: power limits on ongoing sessions, verified on the meter (seed 003).",
         responses=errors,
     )
 
@@ -99,15 +111,15 @@ def create_app(
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{_parameter(e['loc'])}: {e['msg']}" for e in exc.errors()]
         first = _parameter(exc.errors()[0]["loc"]) if exc.errors() else None
-        return _error(status.HTTP_400_BAD_REQUEST, "; ".join(problems), first)
+        return _error(request, status.HTTP_400_BAD_REQUEST, "; ".join(problems), first)
 
     @app.exception_handler(QueryError)
     async def bad_query(request: Request, exc: QueryError) -> JSONResponse:
-        return _error(status.HTTP_400_BAD_REQUEST, str(exc), exc.parameter)
+        return _error(request, status.HTTP_400_BAD_REQUEST, str(exc), exc.parameter)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        response = _error(exc.status_code, str(exc.detail))
+        response = _error(request, exc.status_code, str(exc.detail))
         response.headers.update(exc.headers or {})
         return response
 
@@ -331,6 +343,109 @@ def create_app(
             filename=f"ev-charging-events-{job.job_id}.{job.filetype.value}",
             headers={"Digest": f"sha-256={_b64_hex(job.sha256 or '')}"},
         )
+
+    control_errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ActionResponse, "description": text}
+        for code, text in (
+            (400, "The request cannot be run as sent (``ok`` false, ``message`` says why)."),
+            (401, "No bearer token, or an unknown one."),
+            (403, "DataSubscriberId is not the token's."),
+        )
+    }
+
+    def action_request(
+        session_id: str, who: str, action_type: ActionType, limit: PowerLimit | None
+    ) -> ActionResponse:
+        try:
+            with pool.connection() as conn:
+                action = powerlimits.request(
+                    conn, who, session_id, action_type, limit, expires_in=command_expiry,
+                    now=clock(),
+                )  # fmt: skip
+        except powerlimits.SessionNotControllableError as exc:
+            raise HTTPException(exc.status_code, str(exc)) from None
+        if metrics is not None:
+            metrics.power_actions.labels(action.type.value, action.status.value).inc()
+        on_power_action()
+        return ActionResponse(ok=True, result=action)
+
+    session_errors: dict[int | str, dict[str, Any]] = {
+        **control_errors,
+        404: {"model": ActionResponse, "description": "No such session."},
+        409: {"model": ActionResponse, "description": "The session has ended."},
+    }
+    action_doc = (
+        " Returns the action, ``requested``; the edge agent's verified verdict (``completed`` "
+        "when the meter sees the EV at or under the limit, else ``failed`` with a reason) "
+        "follows as status events: webhooks, the subscriber's MQTT control topic, and "
+        "``GET /api/v1/actions/{id}``."
+    )
+
+    @app.post(
+        CONTROL_BASE + "/sessions/{session_id}/set_power_limit",
+        responses=session_errors,
+        response_model_exclude_none=True,
+        description="Limit the power (W) or current (A) of an ongoing session." + action_doc,
+    )
+    def set_power_limit(
+        session_id: ResourceId, body: PowerLimit, who: Subscriber
+    ) -> ActionResponse:
+        return action_request(session_id, who, ActionType.SET_POWER_LIMIT, body)
+
+    @app.post(
+        CONTROL_BASE + "/sessions/{session_id}/clear_power_limit",
+        responses=session_errors,
+        response_model_exclude_none=True,
+        description="Remove a session's power limit." + action_doc,
+    )
+    def clear_power_limit(session_id: ResourceId, who: Subscriber) -> ActionResponse:
+        return action_request(session_id, who, ActionType.CLEAR_POWER_LIMIT, None)
+
+    @app.get(
+        CONTROL_BASE + "/actions/{action_id}",
+        response_model_exclude_none=True,
+        responses={
+            **control_errors,
+            404: {"model": ActionResponse, "description": "No such action."},
+        },
+    )
+    def read_action(action_id: ResourceId, who: Subscriber) -> ActionResponse:
+        """An action with its whole status history."""
+        try:
+            with pool.connection() as conn:
+                return ActionResponse(ok=True, result=powerlimits.get(conn, action_id, who))
+        except powerlimits.UnknownActionError:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no action {action_id}") from None
+
+    @app.post(
+        CONTROL_BASE + "/webhooks", status_code=status.HTTP_201_CREATED, responses=control_errors
+    )
+    def create_webhook(body: webhooks.WebhookRequest, who: Subscriber) -> webhooks.Webhook:
+        """Status events of this subscriber's actions are POSTed here, signed with the secret
+        returned (once) in this answer: ``EV-Signature: t=<unix>,v1=<hex HMAC-SHA256 of
+        "<unix>." + body>``, ``EV-Event-Id`` for de-duplication, in order per session."""
+        with pool.connection() as conn:
+            return webhooks.register(conn, who, body)
+
+    @app.get(CONTROL_BASE + "/webhooks", responses=control_errors, response_model_exclude_none=True)
+    def list_webhooks(who: Subscriber) -> list[webhooks.Webhook]:
+        with pool.connection() as conn:
+            return webhooks.list_webhooks(conn, who)
+
+    @app.delete(
+        CONTROL_BASE + "/webhooks/{webhook_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses={
+            **control_errors,
+            404: {"model": ActionResponse, "description": "No such webhook."},
+        },
+    )
+    def delete_webhook(webhook_id: ResourceId, who: Subscriber) -> None:
+        try:
+            with pool.connection() as conn:
+                webhooks.delete(conn, who, webhook_id)
+        except webhooks.UnknownWebhookError:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook {webhook_id}") from None
 
     return app
 

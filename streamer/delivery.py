@@ -47,6 +47,12 @@ SELECT id, transaction_id, kind, payload, created_at FROM outbox
 """
 
 
+def json_properties() -> Properties:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ContentType = "application/json"
+    return props
+
+
 class BrokerUnavailableError(RuntimeError):
     """Not connected, or the broker did not acknowledge every publish in time."""
 
@@ -83,14 +89,21 @@ class MqttPublisher:
         return self._connected.wait(timeout)
 
     def publish(self, publications: Sequence[Publication]) -> None:
+        messages = []
+        for pub in publications:
+            props = json_properties()
+            props.UserProperty = pub.user_properties()
+            messages.append((pub.topic, pub.payload(), props))
+        self.send(messages)
+
+    def send(self, messages: Sequence[tuple[str, bytes, Properties]]) -> None:
+        """Publish QoS 1 and return once the broker acknowledged every message."""
         if not self.connected:
             raise BrokerUnavailableError("not connected to the broker")
-        infos = []
-        for pub in publications:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.UserProperty = pub.user_properties()
-            props.ContentType = "application/json"
-            infos.append(self.connection.client.publish(pub.topic, pub.payload(), 1, False, props))
+        infos = [
+            self.connection.client.publish(topic, payload, 1, False, props)
+            for topic, payload, props in messages
+        ]
         deadline = time.monotonic() + self.ack_timeout_s
         for info in infos:
             while not info.is_published():

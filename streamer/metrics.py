@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from schemas.edrv import ActionStatus, ActionType
 from schemas.itron import StreamKind
 from schemas.subscriptions import SubscriptionState
 
@@ -124,3 +125,29 @@ class StreamMetrics:
             "Batch-request jobs queued or running.",
             registry=registry,
         )
+        self.power_actions = Counter(
+            "ev_stream_power_actions_total",
+            "Power-limit actions by type and status reached (requested, completed, failed).",
+            ["type", "status"],
+            registry=registry,
+        )
+        for action_type in ActionType:
+            for action_status in ActionStatus:
+                self.power_actions.labels(action_type.value, action_status.value)
+        self.command_results = Counter(
+            "ev_stream_command_results_total",
+            "Edge agents' command results: settled an action, duplicate (already settled or "
+            "unknown), invalid.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("settled", "duplicate", "invalid"):
+            self.command_results.labels(outcome)
+        self.webhooks = Counter(
+            "ev_stream_webhook_deliveries_total",
+            "Webhook POSTs by outcome: delivered, retry (will be retried), gave_up.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("delivered", "retry", "gave_up"):
+            self.webhooks.labels(outcome)

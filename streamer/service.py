@@ -28,11 +28,13 @@ from runtime.mqtt import make_connection
 from runtime.signals import drain_on_signals
 from streamer import subscriptions
 from streamer.api import create_app
+from streamer.control import ControlLoop, ResultListener, control_until
 from streamer.credentials import write_atomically
 from streamer.delivery import BrokerUnavailableError, Deliverer, MqttPublisher, OutboxListener
 from streamer.exports import ExportRunner
 from streamer.metrics import StreamMetrics
 from streamer.settings import BrokerFiles, StreamerSettings
+from streamer.webhooks import RetryPolicy, WebhookSender
 
 log = logging.getLogger(__name__)
 DEFAULT_BASE_ACL = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "acl"
@@ -124,6 +126,41 @@ def run(settings: StreamerSettings) -> int:
         batch_size=settings.batch_size,
         max_events=settings.max_events_per_message,
     )
+    control_wanted = threading.Event()
+    webhook_sender = WebhookSender(
+        pool,
+        metrics,
+        policy=RetryPolicy(give_up_after=timedelta(hours=settings.webhook_give_up_hours)),
+        timeout_s=settings.webhook_timeout_s,
+    )
+    control = threading.Thread(
+        target=control_until,
+        args=(
+            stop,
+            ControlLoop(
+                pool,
+                publisher,
+                metrics,
+                webhook_sender,
+                prefix=prefix,
+                answer_within=timedelta(seconds=settings.command_answer_within_s),
+            ),
+            control_wanted,
+            settings.control_poll_s,
+        ),
+        name="power-control",
+        daemon=True,
+    )
+    # Persistent session: verdicts sent while this streamer restarts wait for it (or a peer).
+    results = ResultListener(
+        make_connection(
+            settings.mqtt, f"{settings.client_id}-control", clean_start=False,
+            session_expiry_s=86_400,
+        ),
+        pool,
+        metrics,
+        on_settled=control_wanted.set,
+    )  # fmt: skip
     api = ApiServer(
         uvicorn.Config(
             create_app(
@@ -132,6 +169,8 @@ def run(settings: StreamerSettings) -> int:
                 export_dir=settings.export_dir,
                 metrics=metrics,
                 on_batch_request=export_wanted.set,
+                on_power_action=control_wanted.set,
+                command_expiry=timedelta(seconds=settings.command_expiry_s),
             ),
             host=settings.http_host,
             port=settings.http_port,
@@ -152,6 +191,8 @@ def run(settings: StreamerSettings) -> int:
     for exporter in exporters:
         exporter.start()
     connection.start()
+    results.start()
+    control.start()
     listener = OutboxListener(dsn)
     try:
         _deliver_until(
@@ -164,6 +205,10 @@ def run(settings: StreamerSettings) -> int:
         )
     finally:
         listener.close()
+        control_wanted.set()
+        control.join(timeout=5)
+        results.stop()
+        webhook_sender.close()
         api.should_exit = True
         api_thread.join(timeout=5)
         export_wanted.set()

@@ -78,3 +78,17 @@ class StreamerSettings(BaseSettings):
         default=50_000_000, ge=1, description="A batch request matching more events fails."
     )
     export_workers: int = Field(default=1, ge=0, le=8, description="Concurrent export jobs.")
+    command_expiry_s: float = Field(default=60.0, gt=0, le=3600)
+    """A power-limit command not delivered to its edge agent within this lapses (MQTT expiry)."""
+    command_answer_within_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="An action with no verdict from the edge agent by then fails (must exceed "
+        "the command expiry plus the agent's EDGE_COMMAND_VERIFY_S).",
+    )
+    control_poll_s: float = Field(default=1.0, gt=0, le=60)
+    """Overdue actions, unsent commands, status events and webhook retries looked at this often."""
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    """A webhook receiver must answer within this."""
+    webhook_give_up_hours: float = Field(default=24.0, gt=0)
+    """A webhook event still refused after this long is given up (counted and logged)."""

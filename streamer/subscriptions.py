@@ -10,7 +10,7 @@ import psycopg
 
 from schemas.itron import EntityType
 from schemas.subscriptions import SubscriptionRequest, SubscriptionState, SubscriptionView
-from schemas.topics import DEFAULT_PREFIX, subscription_topic
+from schemas.topics import DEFAULT_PREFIX, control_topic, subscription_topic
 from streamer.credentials import (
     broker_username,
     mosquitto_hash,
@@ -199,7 +199,7 @@ def render_broker_files(
 ) -> tuple[str, str]:
     """Mosquitto's password file and ACL for every subscriber, as text."""
     hashes = dict(conn.execute("SELECT subscriber_id, broker_password_hash FROM subscribers"))
-    grants: dict[str, list[str]] = {sid: [] for sid in hashes}
+    grants: dict[str, list[str]] = {sid: [control_topic(sid, prefix=prefix)] for sid in hashes}
     for sid, sub_id in conn.execute("SELECT subscriber_id, subscription_id FROM subscriptions"):
         grants[sid].append(subscription_topic(sub_id, prefix=prefix))
     return render_passwd(base_passwd, hashes), render_acl(base_acl, grants)

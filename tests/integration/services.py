@@ -144,7 +144,8 @@ def streamer_env(
 
 
 class EventCollector:
-    """A subscriber's MQTT client that records every EVChargingEvents message it receives."""
+    """A subscriber's MQTT client that records every message it receives (``payloads``) and
+    the EVChargingEvents among them (``messages``)."""
 
     def __init__(
         self,
@@ -158,6 +159,7 @@ class EventCollector:
         tls_ca: Path | None = None,
     ) -> None:
         self.messages: list[tuple[str, list[dict[str, Any]], list[tuple[str, str]]]] = []
+        self.payloads: list[bytes] = []
         self.granted: list[int] = []
         self.refused: str | None = None
         self._topics = list(topics)
@@ -194,9 +196,11 @@ class EventCollector:
         self.granted = [code.value for code in codes]
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
-        props = getattr(message.properties, "UserProperty", [])
-        events = orjson.loads(message.payload)["EVChargingEvents"]
-        self.messages.append((message.topic, events, list(props)))
+        self.payloads.append(message.payload)
+        body = orjson.loads(message.payload)
+        if "EVChargingEvents" in body:
+            props = getattr(message.properties, "UserProperty", [])
+            self.messages.append((message.topic, body["EVChargingEvents"], list(props)))
 
     def subscribed(self) -> bool:
         return len(self.granted) == len(self._topics)
