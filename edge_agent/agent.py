@@ -51,6 +51,7 @@ def transaction_message(tr: Transition) -> Transaction:
     )
 
 
+_MAX_COMMIT_DELAY_S = 0.5
 _QUEUE_KIND = {
     EdgeKind.MEASUREMENT: MEASUREMENT,
     EdgeKind.TRANSACTION: TRANSACTION,
@@ -155,14 +156,24 @@ class EdgeAgent:
         out: list[Outgoing] = []
         touched: set[str] = set()
         pending = 0
+        committed_at = time.monotonic()
         for reading in readings:
+            before = len(out)
             if self._handle(reading, out):
                 touched.add(reading[0])
                 pending += 1
                 self.last_reading_at = time.time()
-            if pending >= self._chunk:
+            urgent = any(o.kind != MEASUREMENT for o in out[before:])
+            # Batches amortise the fsync of a fast replay; a paced (live) source must not hold
+            # a transition or a verdict back, nor measurements for long.
+            if (
+                pending >= self._chunk
+                or urgent
+                or time.monotonic() - committed_at >= _MAX_COMMIT_DELAY_S
+            ):
                 self._commit(out, touched)
                 out, touched, pending = [], set(), 0
+                committed_at = time.monotonic()
             if stop is not None and stop.is_set():
                 break
         self._commit(out, touched)
