@@ -28,6 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.edrv import ActionResponse, ActionType, PowerLimit
 from schemas.itron import BatchJob, BatchRequest, BatchStatus, ChargingEventRecord, OnDemandRequest
@@ -117,8 +118,8 @@ def create_app(
     async def bad_query(request: Request, exc: QueryError) -> JSONResponse:
         return _error(request, status.HTTP_400_BAD_REQUEST, str(exc), exc.parameter)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         response = _error(request, exc.status_code, str(exc.detail))
         response.headers.update(exc.headers or {})
         return response
