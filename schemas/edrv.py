@@ -70,20 +70,24 @@ class Action(BaseModel):
     id: str = Field(alias="_id")
     type: ActionType
     status: ActionStatus
-    session: str = Field(description="The session's transactionId.")
-    chargestation: str = Field(description="The meter (assetId) whose charger is controlled.")
+    session: str | None = Field(default=None, description="The session's transactionId.")
+    chargestation: str | None = Field(
+        default=None, description="The meter (assetId) whose charger is controlled."
+    )
     connector: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     reason: str | None = Field(default=None, description="Why an action failed.")
     measured_ev_power_w: float | None = Field(
         default=None, alias="measuredEvPower", description="EV power the meter saw (W)."
     )
-    expires_at: UtcDatetime = Field(
-        alias="expiresAt", description="A command not delivered to the charger by then lapses."
+    expires_at: UtcDatetime | None = Field(
+        default=None,
+        alias="expiresAt",
+        description="A command not delivered to the charger by then lapses.",
     )
     created_at: UtcDatetime = Field(alias="createdAt")
     updated_at: UtcDatetime = Field(alias="updatedAt")
-    history: list[StatusChange] = Field(default_factory=list)
+    history: list[StatusChange] | None = None
 
 
 class ActionResponse(BaseModel):

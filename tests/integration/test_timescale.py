@@ -104,7 +104,13 @@ def test_timescale_path_matches_plain_postgres(timescale_dsn: str, database: str
     15-minute transformer aggregate as on plain PostgreSQL."""
     flavour, applied = migrate_lite(timescale_dsn)
     assert flavour is Flavour.TIMESCALE
-    everything = ["0001_core", "0002_timeseries", "0003_streamer", "0004_data_api"]
+    everything = [
+        "0001_core",
+        "0002_timeseries",
+        "0003_streamer",
+        "0004_data_api",
+        "0005_power_limits",
+    ]
     assert applied == everything
     assert migrate(database) == (Flavour.POSTGRES, everything)
     with connect(timescale_dsn) as conn:
