@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ pytestmark = pytest.mark.integration
 SPEED = "600"
 LIMIT_W = 1500.0
 COMMAND_EXPIRY_S = 2
+# Recent enough that the 13-month retention keeps the sessions while the test runs.
+START = datetime(2026, 11, 1, tzinfo=UTC)
 ANSWER_WITHIN_S = 15
 
 
@@ -101,6 +104,7 @@ class Control:
             "EDGE_SIMULATOR_METERS": "1",
             "EDGE_SIMULATOR_SEED": str(seed),
             "EDGE_SIMULATOR_DAYS": "2",
+            "EDGE_SIMULATOR_START": START.isoformat(),
             "EDGE_SIMULATOR_CHARGER": behaviour,
             "EDGE_SPEED": SPEED,
             "EDGE_METRICS_PORT": "0",
@@ -186,7 +190,8 @@ def _answers(api: httpx.Client) -> bool:
 
 
 def _trace(seed: int) -> Trace:
-    (trace,) = build_fleet(1, days=2, resolution_s=60, seed=seed, real=load_real_data(SHARED_DATA))
+    real = load_real_data(SHARED_DATA)
+    (trace,) = build_fleet(1, days=2, resolution_s=60, seed=seed, real=real, start=START)
     return trace
 
 
