@@ -189,7 +189,8 @@ def run(settings: EdgeSettings) -> int:
                 )
                 chargers = actuator if isinstance(actuator, SimulatedChargers) else None
                 readings = simulated_fleet(fleet, chargers)
-            agent.process(paced(readings, settings.speed, stop), stop)
+            paced_from = settings.paced_from.timestamp() if settings.paced_from else None
+            agent.process(paced(readings, settings.speed, stop, paced_from=paced_from), stop)
             log.info("source exhausted; %s meters", len(agent.detectors))
             if not settings.exit_when_done:
                 stop.wait()

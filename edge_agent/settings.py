@@ -56,6 +56,9 @@ class EdgeSettings(BaseSettings):
     """File source: CSV timestamp,power_w,energy_wh or Pleevi JSON Lines."""
     timezone: str | None = Field(default=None, description="Assumed for naive file timestamps.")
     speed: float = Field(default=0.0, ge=0, description="Replay speed x real time; 0 = max.")
+    paced_from: AwareDatetime | None = Field(
+        default=None, description="Readings before this instant are replayed at full speed."
+    )
     simulator_meters: int = Field(default=20, ge=1)
     """Simulated households."""
     simulator_days: int = Field(default=3, ge=1)

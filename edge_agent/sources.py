@@ -30,15 +30,23 @@ log = logging.getLogger(__name__)
 
 
 def paced(
-    readings: Iterable[Reading], speed: float, stop: threading.Event | None = None
+    readings: Iterable[Reading],
+    speed: float,
+    stop: threading.Event | None = None,
+    *,
+    paced_from: float | None = None,
 ) -> Iterator[Reading]:
-    """Release readings at ``speed`` times their own clock (0 = as fast as possible)."""
+    """Release readings at ``speed`` times their own clock (0 = as fast as possible); those
+    before ``paced_from`` (epoch s) at once: catch up on history, then go on live."""
     if speed <= 0:
         yield from readings
         return
     origin_wall = origin_t = None
     for reading in readings:
         t = reading[1]
+        if paced_from is not None and t < paced_from:
+            yield reading
+            continue
         if origin_t is None:
             origin_wall, origin_t = time.monotonic(), t
         assert origin_wall is not None
