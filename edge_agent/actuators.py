@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+import numpy as np
+
 from edge_agent.offline import Reading
 from edge_agent.simulator import Trace
 from schemas.edrv import LimitUnit, PowerLimit
@@ -107,18 +109,18 @@ class SimulatedChargers:
 
     def readings(self, trace: Trace) -> Iterator[Reading]:
         """``trace``'s readings with its EV held to the charger's limit."""
-        ev = trace.ev_power_w
+        ev = trace.ev_power_w if trace.ev_power_w is not None else np.zeros(len(trace.times))
         charger = self._chargers.setdefault(trace.asset_id, _SimulatedCharger())
         step = float(trace.times[1] - trace.times[0]) if len(trace.times) > 1 else 60.0
-        for i, (t, p, e) in enumerate(
-            zip(trace.times.tolist(), trace.power_w, trace.energy_wh, strict=True)
-        ):
+        for (asset, t, power, energy), ev_w in zip(trace.readings(), ev.tolist(), strict=True):
             with self._lock:
                 charger.last_t = t
-                cut = 0.0
                 limit = charger.limit_w
-                if limit is not None and ev is not None and t >= charger.effective_from:
-                    cut = max(0.0, float(ev[i]) - limit)
+                cut = 0.0
+                if limit is not None and t >= charger.effective_from:
+                    cut = max(0.0, ev_w - limit)
                 removed = charger.removed_wh
                 charger.removed_wh += cut * step / 3600.0
-            yield trace.asset_id, t, round(float(p) - cut, 1), round(float(e) - removed, 1)
+            if cut or removed:
+                power, energy = round(power - cut, 1), round(energy - removed, 1)  # noqa: PLW2901
+            yield asset, t, power, energy

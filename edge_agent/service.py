@@ -55,8 +55,7 @@ def status_payload(
     return status.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
-def build_actuator(settings: EdgeSettings) -> Actuator:
-    rating = ChargerRating(settings.charger_voltage_v, settings.charger_phases)
+def build_actuator(settings: EdgeSettings, rating: ChargerRating) -> Actuator:
     kind = settings.charger
     if kind is ChargerKind.AUTO:
         simulated = settings.source is SourceKind.SIMULATOR
@@ -103,7 +102,8 @@ def run(settings: EdgeSettings) -> int:
         window=settings.publish_window,
         on_connect=announce,
     )
-    actuator = build_actuator(settings)
+    rating = ChargerRating(settings.charger_voltage_v, settings.charger_phases)
+    actuator = build_actuator(settings, rating)
 
     def queue_verdicts(verdicts: list[Verdict]) -> None:
         agent_ref[0].queue_verdicts(verdicts)
@@ -113,7 +113,7 @@ def run(settings: EdgeSettings) -> int:
 
     control = PowerControl(
         actuator,
-        rating=ChargerRating(settings.charger_voltage_v, settings.charger_phases),
+        rating=rating,
         policy=VerifyPolicy(verify_s=settings.command_verify_s),
         emit=queue_verdicts,
         open_session=open_session,

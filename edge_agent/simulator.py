@@ -17,6 +17,7 @@ import contextlib
 import csv
 import io
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +69,11 @@ class Trace:
             list(self.sessions),
             ev,
         )
+
+    def readings(self) -> Iterator[tuple[str, float, float, float]]:
+        """(asset, epoch s, W, Wh) in time order, as a meter reports them (0.1 resolution)."""
+        for t, p, e in zip(self.times.tolist(), self.power_w, self.energy_wh, strict=True):
+            yield self.asset_id, t, round(float(p), 1), round(float(e), 1)
 
     def write_csv(self, path: Path) -> None:
         with path.open("w", encoding="utf-8", newline="") as out:

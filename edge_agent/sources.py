@@ -66,16 +66,11 @@ def replay_file(
     return paced(read_file(path, assume_tz), speed)
 
 
-def trace_readings(trace: Trace) -> Iterator[Reading]:
-    for t, p, e in zip(trace.times, trace.power_w, trace.energy_wh, strict=True):
-        yield trace.asset_id, float(t), round(float(p), 1), round(float(e), 1)
-
-
 def simulated_fleet(
     traces: list[Trace], chargers: SimulatedChargers | None = None
 ) -> Iterator[Reading]:
     """All meters' readings merged in time order (EVs held to ``chargers``' limits)."""
-    streams = [chargers.readings(t) if chargers else trace_readings(t) for t in traces]
+    streams = [chargers.readings(t) if chargers else t.readings() for t in traces]
     return heapq.merge(*streams, key=lambda r: r[1])
 
 

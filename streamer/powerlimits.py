@@ -84,8 +84,9 @@ def _action(conn: Conn, row: tuple[Any, ...]) -> Action:
     )
 
 
-def _record_event(conn: Conn, action: Action) -> None:
-    """The status event of ``action``'s current status, and a delivery per webhook."""
+def _record_event(conn: Conn, action: Action) -> Action:
+    """Record the status event of ``action``'s current status, and a delivery per webhook;
+    returns the action with that status in its history."""
     body = ActionEvent.of(action).model_dump(mode="json", by_alias=True, exclude_none=True)
     row = conn.execute(
         "INSERT INTO power_action_events (action_id, status, reason, body, at)"
@@ -94,14 +95,14 @@ def _record_event(conn: Conn, action: Action) -> None:
         (action.id, action.status.value, action.reason, Jsonb(body), action.updated_at),
     ).fetchone()
     if row is None:
-        return
+        return action
     conn.execute(
         "INSERT INTO webhook_deliveries (webhook_id, event_id, transaction_id)"
         " SELECT w.webhook_id, %s, %s FROM webhooks w JOIN power_actions a"
         "   ON a.subscriber_id = w.subscriber_id WHERE a.action_id = %s",
         (row[0], action.session, action.id),
     )
-    conn.execute("SELECT pg_notify('ev_power_actions', '')")
+    return action.model_copy(update={"history": _history(conn, action.id)})
 
 
 def request(
@@ -139,9 +140,7 @@ def request(
          action_type.value, Jsonb(data), now + expires_in, now, now),
     ).fetchone()  # fmt: skip
     assert row is not None
-    action = _action(conn, row)
-    _record_event(conn, action)
-    return _action(conn, row)
+    return _record_event(conn, _action(conn, row))
 
 
 def get(conn: Conn, action_id: str, subscriber_id: str) -> Action:
@@ -171,12 +170,7 @@ def _settle(
         f" WHERE status = 'requested' AND {where} RETURNING {_ACTION_COLUMNS}",
         (status.value, reason, measured_w, now, *params),
     ).fetchall()
-    settled = []
-    for row in rows:
-        action = _action(conn, row)
-        _record_event(conn, action)
-        settled.append(_action(conn, row))
-    return settled
+    return [_record_event(conn, _action(conn, row)) for row in rows]
 
 
 def settle(conn: Conn, site_id: str, result: CommandResult) -> Action | None:

@@ -72,12 +72,13 @@ def verify(secret: str, body: bytes, header: str, *, tolerance_s: float = 300.0)
 
 def register(conn: Conn, subscriber_id: str, request: WebhookRequest) -> Webhook:
     webhook_id, secret = uuid.uuid4().hex, secrets.token_urlsafe(32)
-    (created,) = conn.execute(
+    row = conn.execute(
         "INSERT INTO webhooks (webhook_id, subscriber_id, url, secret) VALUES (%s, %s, %s, %s)"
         " RETURNING created_at",
         (webhook_id, subscriber_id, str(request.url), secret),
-    ).fetchone() or (None,)
-    return Webhook(id=webhook_id, url=str(request.url), secret=secret, createdAt=created)
+    ).fetchone()
+    assert row is not None
+    return Webhook(id=webhook_id, url=str(request.url), secret=secret, createdAt=row[0])
 
 
 def list_webhooks(conn: Conn, subscriber_id: str) -> list[Webhook]:

@@ -12,10 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from runtime.localservers import free_port
 from runtime.processes import ROOT, ServiceProcess, wait_until
 
 __all__ = ["ROOT", "ServiceProcess", "wait_until"]
@@ -141,6 +143,41 @@ def streamer_env(
         "STREAM_STATS_INTERVAL_S": "0.5",
         **extra,
     }
+
+
+def ready(process: ServiceProcess) -> bool:
+    try:
+        url = process.metrics_url().replace("/metrics", "/readyz")
+        return httpx.get(url, timeout=2).status_code == 200
+    except (httpx.HTTPError, TimeoutError):
+        return False
+
+
+def start_ingestor_and_streamer(
+    *, dsn: str, port: int, prefix: str, logs: Path, name: str, **streamer_extra: str
+) -> tuple[ServiceProcess, ServiceProcess, int]:
+    """An ingestor and a streamer on the broker, both ready; with the streamer's API port."""
+    ingestor = ServiceProcess(
+        "ingestor",
+        ingestor_env(dsn=dsn, port=port, prefix=prefix, client_id=f"ing-{name}"),
+        logs / "ingestor.log",
+    ).start()
+    http_port = free_port()
+    streamer = ServiceProcess(
+        "streamer",
+        streamer_env(
+            dsn=dsn,
+            port=port,
+            prefix=prefix,
+            http_port=http_port,
+            client_id=f"streamer-{name}",
+            **streamer_extra,
+        ),
+        logs / "streamer.log",
+    ).start()
+    wait_until(lambda: "subscribed" in ingestor.log(), timeout=30, what="the ingestor")
+    wait_until(lambda: ready(streamer), timeout=30, what="the streamer")
+    return ingestor, streamer, http_port
 
 
 class EventCollector:

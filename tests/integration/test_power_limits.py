@@ -27,8 +27,7 @@ import pytest
 from edge_agent.detector import MeterDetector
 from edge_agent.service import SHARED_DATA
 from edge_agent.simulator import RealData, Trace, load_real_data
-from edge_agent.sources import build_fleet, trace_readings
-from runtime.localservers import free_port
+from edge_agent.sources import build_fleet
 from runtime.migrations import migrate
 from schemas.edrv import ActionEvent
 from schemas.pleevi import TransactionState
@@ -38,9 +37,8 @@ from tests.conftest import BrokerAddress
 from tests.integration.services import (
     EventCollector,
     ServiceProcess,
-    ingestor_env,
     scrape,
-    streamer_env,
+    start_ingestor_and_streamer,
     unique_prefix,
     wait_until,
 )
@@ -147,23 +145,12 @@ def control(
     logs = tmp_path_factory.mktemp("power")
     migrate(database)
     prefix = unique_prefix()
-    ingestor = ServiceProcess(
-        "ingestor",
-        ingestor_env(dsn=database, port=broker.port, prefix=prefix, client_id="ing-power"),
-        logs / "ingestor.log",
-    ).start()
-    http_port = free_port()
-    streamer = ServiceProcess(
-        "streamer",
-        streamer_env(
-            dsn=database, port=broker.port, prefix=prefix, http_port=http_port,
-            client_id="streamer-power",
-            STREAM_COMMAND_EXPIRY_S=str(COMMAND_EXPIRY_S),
-            STREAM_COMMAND_ANSWER_WITHIN_S=str(ANSWER_WITHIN_S),
-            STREAM_CONTROL_POLL_S="0.2",
-        ),
-        logs / "streamer.log",
-    ).start()  # fmt: skip
+    ingestor, streamer, http_port = start_ingestor_and_streamer(
+        dsn=database, port=broker.port, prefix=prefix, logs=logs, name="power",
+        STREAM_COMMAND_EXPIRY_S=str(COMMAND_EXPIRY_S),
+        STREAM_COMMAND_ANSWER_WITHIN_S=str(ANSWER_WITHIN_S),
+        STREAM_CONTROL_POLL_S="0.2",
+    )  # fmt: skip
     issued = cli(database, "subscribers", "issue", "dso-derms")
     assert issued.returncode == 0, issued.stderr
     token = orjson.loads(issued.stdout)["api_token"]
@@ -172,8 +159,6 @@ def control(
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,
     )
-    wait_until(lambda: "subscribed" in ingestor.log(), timeout=30, what="the ingestor")
-    wait_until(lambda: _answers(api), timeout=30, what="the streamer API")
     receiver = WebhookReceiver()
     server, url = receiver.serve()
     hook = api.post("/api/v1/webhooks", json={"url": url})
@@ -188,13 +173,6 @@ def control(
     api.close()
     assert streamer.stop() == 0, streamer.log()[-3000:]
     ingestor.stop()
-
-
-def _answers(api: httpx.Client) -> bool:
-    try:
-        return api.get("/api/v1/webhooks").status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -220,7 +198,7 @@ def _household(seed: int, real: RealData) -> Household | None:
     assert trace.ev_power_w is not None
     detector = MeterDetector(trace.asset_id)
     started: dict[str, float] = {}
-    for _, t, power, energy in trace_readings(trace):
+    for _, t, power, energy in trace.readings():
         for transition in detector.update(t, power, energy):
             if transition.state is TransactionState.STARTED:
                 started[transition.transaction_id] = t

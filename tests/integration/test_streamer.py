@@ -17,7 +17,6 @@ import psycopg
 import pytest
 
 from ingestor.registry import load as load_registry
-from runtime.localservers import free_port
 from runtime.migrations import migrate
 from schemas.itron import StreamEvent, StreamPayload
 from schemas.timefmt import format_utc
@@ -28,11 +27,10 @@ from tests.integration.services import (
     ROOT,
     EventCollector,
     ServiceProcess,
-    ingestor_env,
     publish_all,
     scrape,
     session,
-    streamer_env,
+    start_ingestor_and_streamer,
     unique_prefix,
     wait_until,
 )
@@ -89,37 +87,14 @@ def pipeline(
         report = load_registry(conn, REGISTRY.splitlines(keepends=True), source="test")
         assert not report.rejected
     prefix = unique_prefix()
-    ingestor = ServiceProcess(
-        "ingestor",
-        ingestor_env(dsn=database, port=broker.port, prefix=prefix, client_id="ing-stream"),
-        logs / "ingestor.log",
-    ).start()
-    http_port = free_port()
-    streamer = ServiceProcess(
-        "streamer",
-        streamer_env(
-            dsn=database,
-            port=broker.port,
-            prefix=prefix,
-            http_port=http_port,
-            STREAM_EXPORT_DIR=str(logs / "exports"),
-        ),
-        logs / "streamer.log",
-    ).start()
+    ingestor, streamer, http_port = start_ingestor_and_streamer(
+        dsn=database, port=broker.port, prefix=prefix, logs=logs, name="stream",
+        STREAM_EXPORT_DIR=str(logs / "exports"),
+    )  # fmt: skip
     api = f"http://127.0.0.1:{http_port}"
-    wait_until(lambda: "subscribed" in ingestor.log(), timeout=30, what="the ingestor")
-    wait_until(lambda: _ready(streamer), timeout=30, what="the streamer")
     yield Pipeline(database, prefix, broker.port, api, streamer)
     assert streamer.stop() == 0, streamer.log()[-3000:]
     ingestor.stop()
-
-
-def _ready(process: ServiceProcess) -> bool:
-    try:
-        url = process.metrics_url().replace("/metrics", "/readyz")
-        return httpx.get(url, timeout=2).status_code == 200
-    except (httpx.HTTPError, TimeoutError):
-        return False
 
 
 @pytest.fixture(scope="module")
