@@ -23,7 +23,6 @@ from ingestor.writer import BatchWriter
 from runtime.database import open_pool
 from runtime.httpserver import serve_metrics
 from runtime.migrations import migrate
-from runtime.mqtt import make_connection
 from runtime.signals import drain_on_signals
 
 log = logging.getLogger(__name__)
@@ -78,14 +77,10 @@ def run(settings: IngestorSettings) -> int:
         topic_prefix=settings.mqtt.topic_prefix,
         max_payload_bytes=settings.max_payload_bytes,
     )
-    connection = make_connection(
-        settings.mqtt,
-        settings.client_id,
-        clean_start=False,
-        session_expiry_s=settings.session_expiry_s,
-    )
     consumer = Consumer(
-        connection=connection,
+        mqtt=settings.mqtt,
+        client_id=settings.client_id,
+        session_expiry_s=settings.session_expiry_s,
         writer=writer,
         metrics=metrics,
         share_group=settings.share_group,
