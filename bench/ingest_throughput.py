@@ -1,6 +1,6 @@
 """Ingest throughput: one ingestor process vs a naive consumer vs the broker's own ceiling.
 
-    .venv/bin/python -m bench.ingest_throughput [--messages 60000] [--publishers 3]
+    .venv/bin/python -m bench.ingest_throughput [--messages 60000] [--publishers 4]
 
 Each run floods a private Mosquitto with Pleevi measurement messages from C publishers
 (``mosquitto_pub -l``, QoS 1, at most 50,000 lines each) and times, from the first publish:
@@ -165,14 +165,19 @@ def run_ingestor(
         done = wait_rows(dsn, total, timeout=600)
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            tail = log.read_text()[-3000:]
+            raise SystemExit(f"the ingestor did not stop on SIGTERM:\n{tail}") from None
     return total / (done - started)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=60_000)
-    parser.add_argument("--publishers", type=int, default=3)
+    parser.add_argument("--publishers", type=int, default=4)
     args = parser.parse_args()
     per = args.messages // args.publishers
     if per > 50_000:

@@ -12,7 +12,9 @@ and replicas see messages in any order:
   to the commutative values.
 
 What the fold decides to emit (a seed-001 start and end, each exactly once) is part of the
-state, so the I/O layer can write outbox rows in the same database transaction.
+state, so the I/O layer can write outbox rows in the same database transaction. The start
+waits for the Started message (or the session's end), so its ChargeW is the Started's power
+whatever came before it; only an Ended that overtakes the Started fixes it earlier.
 """
 
 from __future__ import annotations
@@ -150,8 +152,10 @@ def _new_event(msg: Transaction, received_at: datetime) -> SessionEvent:
 
 
 def _emits(event: SessionEvent) -> tuple[SessionEvent, tuple[StreamKind, ...]]:
+    """The start goes out with the Started message (its power is the start's ChargeW), or with
+    the end when the session closes without one; an Updated seen first waits for it."""
     kinds: list[StreamKind] = []
-    if not event.start_emitted:
+    if not event.start_emitted and (event.saw_started or event.status is not EventStatus.OPEN):
         kinds.append(StreamKind.START)
         event = replace(event, start_emitted=True)
     if event.status is not EventStatus.OPEN and not event.end_emitted:
@@ -175,7 +179,13 @@ def apply(event: SessionEvent | None, msg: Transaction, received_at: datetime) -
         received_time=min(current.received_time, received_at),
         last_activity=max(current.last_activity, msg.timestamp, _end_time(msg)),
         peak_power_w=peak,
-        start_power_w=current.start_power_w if current.start_emitted else peak,
+        start_power_w=(
+            current.start_power_w
+            if current.start_emitted
+            else _message_peak(msg)
+            if is_started
+            else peak
+        ),
         saw_started=current.saw_started or is_started,
     )
     if (

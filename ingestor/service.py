@@ -60,7 +60,7 @@ def run(settings: IngestorSettings) -> int:
              ", ".join(applied) or "none")  # fmt: skip
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
-    pool = open_pool(dsn, max_size=3)
+    pool = open_pool(dsn, max_size=settings.writers + 2)
 
     def pool_stats() -> None:
         stats = pool.get_stats()
@@ -87,6 +87,7 @@ def run(settings: IngestorSettings) -> int:
         batch_size=settings.batch_size,
         batch_delay_s=settings.batch_delay_s,
         max_inflight=settings.max_inflight,
+        writers=settings.writers,
     )
     http = serve_metrics(
         registry,

@@ -27,8 +27,11 @@ class IngestorSettings(BaseSettings):
         default_factory=lambda: f"ingestor-{socket.gethostname()}",
         description="Fixed per replica: the broker keeps its session (and unacked messages).",
     )
-    share_group: str = Field(default="ingestor", pattern=r"^[^/#+\s]{1,64}$")
-    """Shared-subscription group the replicas split the load in."""
+    share_group: str = Field(default="", pattern=r"^[^/#+\s]{0,64}$")
+    """Shared-subscription group that replicas split the load in; empty: a plain subscription
+    (one ingestor). Mosquitto 2.0 does not restore shared subscriptions when it restarts, so
+    what is published before the replicas subscribe again is lost; a plain subscription is
+    restored with the session."""
     session_expiry_s: int = Field(default=86_400, ge=0)
     """How long the broker keeps a stopped replica's session and messages."""
     batch_size: int = Field(default=1000, ge=1, le=20_000)
@@ -36,8 +39,15 @@ class IngestorSettings(BaseSettings):
     batch_delay_s: float = Field(default=0.1, gt=0, le=10)
     """Longest wait to fill a batch."""
     max_inflight: int = Field(
-        default=4000, ge=1, le=65_535, description="MQTT Receive Maximum = queue bound."
+        default=10_000,
+        ge=1,
+        le=65_535,
+        description="MQTT Receive Maximum = queue bound; several batches, so the broker keeps "
+        "sending while one commits.",
     )
+    writers: int = Field(default=2, ge=1, le=16)
+    """Writer threads (one database connection each), fed by topic so that one meter's
+    transactions keep their order: one decodes while another commits."""
     max_payload_bytes: int = Field(default=65_536, ge=256)
     """Larger messages are dead-lettered."""
     max_open_hours: float = Field(

@@ -331,28 +331,33 @@ class BulkSubscriber:
             password=password,
         )
         self.subscribe_packet = subscribe_packet(topics)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="mqtt-in", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self.current: _Connection | None = None
         self._generation = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self._loop = loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="mqtt-in", daemon=True)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+        asyncio.run_coroutine_threadsafe(self._start(), loop).result()
 
     async def _start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Disconnect normally (the broker keeps the session) and stop the network thread."""
-        if self._thread.is_alive():
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if thread.is_alive():
             with contextlib.suppress(TimeoutError):
-                asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout_s)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=timeout_s)
-        if not self._thread.is_alive():
-            self._loop.close()
+                asyncio.run_coroutine_threadsafe(self._stop(), loop).result(timeout_s)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=timeout_s)
+        if not thread.is_alive():
+            loop.close()
 
     async def _stop(self) -> None:
         if self._task is not None:
@@ -361,7 +366,7 @@ class BulkSubscriber:
                 await self._task
 
     def ack(self, messages: Sequence[Inbound]) -> None:
-        if any(m.qos for m in messages):
+        if self._loop is not None and any(m.qos for m in messages):
             self._loop.call_soon_threadsafe(self._send_acks, messages)
 
     def _send_acks(self, messages: Sequence[Inbound]) -> None:

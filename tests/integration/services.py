@@ -29,7 +29,7 @@ def unique_prefix() -> str:
 
 
 def ingestor_env(
-    *, dsn: str, port: int, prefix: str, client_id: str, group: str = "ingestor", **extra: str
+    *, dsn: str, port: int, prefix: str, client_id: str, group: str = "", **extra: str
 ) -> dict[str, str]:
     return {
         "INGEST_DATABASE_URL": dsn,

@@ -15,7 +15,7 @@ import orjson
 import psycopg
 import pytest
 
-from runtime.localservers import PostgresServer
+from runtime.localservers import MosquittoServer, PostgresServer
 from runtime.migrations import migrate
 from tests.conftest import BrokerAddress
 from tests.integration.services import (
@@ -334,7 +334,13 @@ def test_two_replicas_on_one_share_group_store_exactly_once(
     prefix = unique_prefix()
     replicas = [
         start_ingestor(
-            **ingestor_env(dsn=fresh_db, port=broker.port, prefix=prefix, client_id=f"ing-r{i}")
+            **ingestor_env(
+                dsn=fresh_db,
+                port=broker.port,
+                prefix=prefix,
+                client_id=f"ing-r{i}",
+                group="ingestor",
+            )
         )
         for i in range(2)
     ]
@@ -421,3 +427,27 @@ def test_migrations_are_idempotent_and_partitions_absorb_the_default(fresh_db: s
         assert dropped[0] >= 3
         remaining = conn.execute("SELECT count(*) FROM measurements").fetchone()
         assert remaining == (1,)
+
+
+def test_a_broker_restart_while_the_ingestor_is_away_loses_nothing(
+    tmp_path: Path, fresh_db: str, start_ingestor: Callable[..., ServiceProcess]
+) -> None:
+    """Messages published after a broker restart, before the ingestor is back, are kept for
+    it: the default plain subscription is restored with the session (Mosquitto 2.0 drops
+    shared subscriptions over its restart, which is why sharing is opt-in)."""
+    broker = MosquittoServer(tmp_path / "mosquitto", persistence=True)
+    broker.start()
+    try:
+        prefix = unique_prefix()
+        env = ingestor_env(dsn=fresh_db, port=broker.port, prefix=prefix, client_id="ing-away")
+        start_ingestor(**env).stop()
+        broker.restart()
+        messages = flood(prefix, meters=3, minutes=20)
+        publish_all(broker.port, messages)
+        start_ingestor(**env)
+        wait_count(fresh_db, "SELECT count(*) FROM measurements", 60, timeout=60,
+                   what="the measurements published while the ingestor was away")  # fmt: skip
+        wait_count(fresh_db, "SELECT count(*) FROM transaction_log", 12, timeout=60,
+                   what="the transactions published while the ingestor was away")  # fmt: skip
+    finally:
+        broker.stop()
