@@ -178,6 +178,13 @@ def run(settings: StreamerSettings) -> int:
         )
     )
     api_thread = api.start_in_thread()
+    if not api.started:
+        # Running on without the API would look alive to the broker and dead to every client.
+        log.error("the HTTP API could not listen on %s:%d; stopping", settings.http_host,
+                  settings.http_port)  # fmt: skip
+        api.should_exit = True
+        pool.close(timeout=5)
+        return 1
     http = serve_metrics(
         registry,
         host=settings.metrics_host,

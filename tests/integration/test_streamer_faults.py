@@ -3,6 +3,7 @@ credentials confined by a generated Mosquitto password file and ACL."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -300,3 +301,19 @@ def test_delivered_outbox_rows_are_swept_after_the_keep_period(
 
     wait_until(lambda: "aged" not in left(), timeout=30, what="the sweep")
     assert sorted(left()) == ["new-1", "new-1", "old-1", "old-1"]
+
+
+def test_a_streamer_whose_api_cannot_listen_exits_with_an_error(
+    broker: BrokerAddress, migrated_db: str, tmp_path: Path
+) -> None:
+    """A port already taken stops the streamer (exit 1) instead of leaving it running
+    without its API, where it would look alive to the broker and dead to every client."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = streamer_env(dsn=migrated_db, port=broker.port, prefix=unique_prefix(),
+                           http_port=taken.getsockname()[1])  # fmt: skip
+        streamer = ServiceProcess("streamer", env, tmp_path / "streamer.log").start()
+        assert streamer.proc is not None
+        assert streamer.proc.wait(timeout=60) == 1
+    assert "the HTTP API could not listen" in streamer.log()
