@@ -61,7 +61,7 @@ class Consumer:
         batch_size: int,
         batch_delay_s: float,
         max_inflight: int,
-        writers: int = 1,
+        writers: int,
     ) -> None:
         self.writer = writer
         self.metrics = metrics
