@@ -58,11 +58,16 @@ class DetectorConfig:
     pause_max_s: float = 30 * 60.0
     max_gap_s: float = 20 * 60.0
     max_session_s: float = 36 * 3600.0
-    cycle_lookback_s: float = 24 * 3600.0
+    cycle_lookback_s: float = 72 * 3600.0
     cycle_min_count: int = 2
     cycle_tolerance: float = 0.25
     cyclic_confirm_s: float = 2.5 * 3600.0
+    cyclic_min_s: float = 60 * 60.0
     post_check_s: float = 30 * 60.0
+    stack_tolerance: float = 0.2
+    stack_min_s: float = 5 * 60.0
+    stack_min_count: int = 2
+    max_resumes: int = 2
 
 
 class Phase(StrEnum):
@@ -143,6 +148,8 @@ class _Session:
     excess_sq: float = 0.0
     samples: int = 0
     unlimited_level_w: float | None = None
+    stacked: int = 0
+    resumes: int = 0
 
 
 @dataclass
@@ -154,6 +161,7 @@ class MeterDetector:
     phase: Phase = Phase.IDLE
     last_t: float | None = None
     last_p: float = 0.0
+    prev_p: float = 0.0
     last_e: float | None = None
     interval_s: float = 0.0
     history_start: float | None = None
@@ -168,6 +176,8 @@ class MeterDetector:
     cand_sum: float = 0.0
     cand_meter_wh: float = 0.0
     cand_house_wh: float = 0.0
+    cand_stacked: int = 0
+    on_top: list[float] | None = None
     recent_cycles: list[list[float]] = field(default_factory=list)
     post_stop: float = 0.0
     post_level: float = 0.0
@@ -258,7 +268,7 @@ class MeterDetector:
             out.extend(self._charging(t, power_w, dt, meter))
         if self.phase in (Phase.IDLE, Phase.PENDING, Phase.POSTCHECK):
             self.floor.push(t, power_w)
-        self.last_t, self.last_p = t, power_w
+        self.last_t, self.prev_p, self.last_p = t, self.last_p, power_w
         if energy_wh is not None:
             self.last_e = energy_wh
         return out
@@ -268,6 +278,7 @@ class MeterDetector:
         self.floor.push(t, power_w)
         self.history_start = t
         self.last_t, self.last_p, self.last_e = t, power_w, energy_wh
+        self.prev_p = power_w
         self.phase = Phase.IDLE
 
     # ------------------------------------------------------------------ phases
@@ -279,13 +290,16 @@ class MeterDetector:
             return  # not enough history to know the house floor
         excess = p - base
         if excess >= self.config.min_ev_power_w:
-            self.phase = Phase.PENDING
-            self.cand_start = t
-            self.cand_base = base
-            self.cand_first_excess = excess
-            self.cand_excess = [excess]
-            self.cand_sum = excess
-            self.cand_meter_wh = self.cand_house_wh = 0.0
+            self._begin_candidate(t, base, excess)
+
+    def _begin_candidate(self, t: float, base: float, excess: float) -> None:
+        self.phase = Phase.PENDING
+        self.cand_start, self.cand_base = t, base
+        self.cand_first_excess = self.cand_sum = excess
+        self.cand_excess = [excess]
+        self.cand_meter_wh = self.cand_house_wh = 0.0
+        self.cand_stacked = 0
+        self.on_top = None
 
     def _pending(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
         cfg = self.config
@@ -300,7 +314,7 @@ class MeterDetector:
             or (settled and excess < cfg.low_fraction * typical)
         ):
             level = self._candidate_level()
-            if t - self.cand_start >= cfg.confirm_s and cfg.min_ev_power_w <= level:
+            if t - self.cand_start >= cfg.cyclic_min_s and cfg.min_ev_power_w <= level:
                 # Long enough, but a cycling appliance of this size ran lately: an EV is not
                 # followed by the same load switching on again soon; wait and see.
                 self.phase = Phase.POSTCHECK
@@ -312,13 +326,18 @@ class MeterDetector:
             return []
         self.cand_excess.append(excess)
         self.cand_sum += excess
+        self.cand_stacked += self._same_size_on_top(t, p, self.cand_base)
         if t - self.cand_start < cfg.confirm_s:
             return []
         level = self._candidate_level()
         if level < cfg.min_ev_power_w or level > cfg.max_ev_power_w:
             self._abandon_candidate(t)
             return []
-        if t - self.cand_start < cfg.cyclic_confirm_s and self._cycling_nearby(t, level):
+        if (
+            self.cand_stacked < cfg.stack_min_count
+            and t - self.cand_start < cfg.cyclic_confirm_s
+            and self._cycling_nearby(t, level)
+        ):
             return []  # a cycling appliance of this size ran lately: wait for more evidence
         return [self._confirm(t, level, min(excess, level))]
 
@@ -326,10 +345,7 @@ class MeterDetector:
         excess = p - self.cand_base
         if excess >= (1 - self.config.cycle_tolerance) * self.post_level:
             self._abandon_candidate(t)  # the same load is back: a cycling appliance
-            self.phase = Phase.PENDING
-            self.cand_start, self.cand_first_excess, self.cand_excess = t, excess, [excess]
-            self.cand_sum = excess
-            self.cand_meter_wh = self.cand_house_wh = 0.0
+            self._begin_candidate(t, self.cand_base, excess)
             return []
         if t - self.post_stop < self.config.post_check_s:
             return []
@@ -360,6 +376,7 @@ class MeterDetector:
             house_wh=self.cand_house_wh,
             last_ev_w=ev_now,
             last_high=t,
+            stacked=self.cand_stacked,
         )
         for x in self.cand_excess[1:]:
             s.excess_sum += min(x, level * 1.5)
@@ -389,6 +406,36 @@ class MeterDetector:
             if c[0] >= horizon and abs(c[1] - level) <= self.config.cycle_tolerance * level
         ]
         return len(similar) >= self.config.cycle_min_count
+
+    def _same_size_on_top(self, t: float, p: float, base: float) -> bool:
+        """True once a load as large as the one under watch ran on top of it for minutes and
+        switched off while it ran on: the watched load cannot be that one (an AC compressor
+        does not cycle on top of itself). Short thermostat blips (ovens, ranges) do not count."""
+        cfg = self.config
+        tol = cfg.stack_tolerance
+        now = p - base
+        top = self.on_top
+        if top is not None:
+            if now < (1 - tol) * top[2]:
+                self.on_top = None  # the load underneath fell: no evidence
+            elif any(
+                (1 - tol) * top[1] <= b - p <= (1 + tol) * top[1]
+                for b in (self.last_p, self.prev_p)
+            ):
+                self.on_top = None
+                return now <= (1 + tol) * top[2] and t - top[0] >= cfg.stack_min_s
+            return False
+        last, prev = self.last_p, self.prev_p
+        # The level underneath must be steady: a rising edge split over two readings (a load
+        # switching on mid-interval) is one load, not one on top of another.
+        steady = abs(last - prev) <= 0.1 * (last - base)
+        before = last if steady else prev if prev <= last <= p else None
+        if before is None:
+            return False
+        under = before - base
+        if under >= cfg.min_ev_power_w and (1 - tol) * under <= p - before <= (1 + tol) * under:
+            self.on_top = [t, p - before, under]
+        return False
 
     def _interpolated_start(self, level: float) -> float:
         fraction = min(1.0, max(0.0, self.cand_first_excess / level))
@@ -424,6 +471,7 @@ class MeterDetector:
                     s.peak_w = max(s.peak_w, floor)
                 s.last_ev_w = min(excess, max(s.level_w, floor))
                 s.last_high = t
+                s.stacked += self._same_size_on_top(t, p, s.base_w)
                 s.excess_sum += min(excess, s.level_w * 1.5)
                 s.excess_sq += min(excess, s.level_w * 1.5) ** 2
                 s.samples += 1
@@ -436,6 +484,7 @@ class MeterDetector:
             if s.fall_edge is not None and s.fall_edge < t and s.fall_error < now_error:
                 stop = s.fall_edge
             s.low_since = stop
+            self.on_top = None
             s.last_ev_w = max(0.0, min(excess, s.level_w)) if stop >= t else 0.0
             self.phase = Phase.PAUSED
             s.suspended = False
@@ -455,7 +504,11 @@ class MeterDetector:
             s.last_ev_w = min(excess, s.level_w)
             if t - s.resume_since >= min(cfg.resume_confirm_s, cfg.pause_max_s):
                 # Off and on again at the same level is also how a cycling appliance looks.
+                cycling = self._cycling_nearby(t, s.level_w) and s.stacked < cfg.stack_min_count
                 self.recent_cycles.append([t, s.level_w])
+                if cycling or s.resumes >= cfg.max_resumes:
+                    return self._restart_candidate(t, p, s)
+                s.resumes += 1
                 self.phase = Phase.CHARGING
                 s.fall_edge = None
                 s.last_high = t
@@ -472,6 +525,15 @@ class MeterDetector:
             s.suspended = True
             out.append(self._transition(TransactionState.SUSPENDED_EV, t, None))
         return out
+
+    def _restart_candidate(self, t: float, p: float, s: _Session) -> list[Transition]:
+        """The "resumed" load is a cycling appliance's next cycle: end the session at its stop
+        and follow the new load as a fresh candidate from its rising edge."""
+        assert s.low_since is not None and s.resume_since is not None
+        began, base = s.resume_since, s.base_w
+        ended = self._end(t, s.low_since)
+        self._begin_candidate(began, base, p - base)
+        return [ended]
 
     def _stop_between(self, t: float, excess: float, level: float) -> float:
         fraction = min(1.0, max(0.0, excess / level))
@@ -551,6 +613,7 @@ class MeterDetector:
             "phase": self.phase.value,
             "last_t": self.last_t,
             "last_p": self.last_p,
+            "prev_p": self.prev_p,
             "last_e": self.last_e,
             "interval_s": self.interval_s,
             "history_start": self.history_start,
@@ -564,6 +627,8 @@ class MeterDetector:
             "cand_meter_wh": self.cand_meter_wh,
             "cand_house_wh": self.cand_house_wh,
             "cand_sum": self.cand_sum,
+            "cand_stacked": self.cand_stacked,
+            "on_top": self.on_top,
             "recent_cycles": self.recent_cycles,
             "post_stop": self.post_stop,
             "post_level": self.post_level,
@@ -577,7 +642,7 @@ class MeterDetector:
         for name in (
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
-            "post_stop", "post_level", "cand_sum",
+            "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
         ):  # fmt: skip
             setattr(det, name, state[name])
         det.cand_excess = list(state["cand_excess"])

@@ -280,11 +280,11 @@ def simulate_household(
     real = real or RealData()
     if real.base_w is not None and rng.random() < 0.5:
         power = _real_base(rng, real.base_w, n, step)
+        if spec.hot_climate:  # the real house has no AC; its own appliances are already in it
+            _confounders(power, rng, spec, step)
     else:
         power = _synthetic_base(rng, n, step)
         _confounders(power, rng, spec, step)
-    if spec.hot_climate and real.base_w is not None:
-        _confounders(power, rng, HouseholdSpec(spec.days, step, True, None, 0, spec.start), step)
 
     level = spec.ev_level_w
     if level is None:
