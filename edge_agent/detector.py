@@ -178,6 +178,8 @@ class MeterDetector:
     cand_house_wh: float = 0.0
     cand_stacked: int = 0
     on_top: list[float] | None = None
+    cand_rise: list[float] | None = None
+    rise_samples: list[list[float]] = field(default_factory=list)
     recent_cycles: list[list[float]] = field(default_factory=list)
     post_stop: float = 0.0
     post_level: float = 0.0
@@ -300,12 +302,16 @@ class MeterDetector:
         self.cand_meter_wh = self.cand_house_wh = 0.0
         self.cand_stacked = 0
         self.on_top = None
+        self.cand_rise, self.rise_samples = None, []
 
     def _pending(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
         cfg = self.config
         excess = p - self.cand_base
+        house = max(self.last_p, 0.0) * dt / 3600.0
+        if self._first_layer_left(t, p, excess):
+            self._reanchor(t)
         self.cand_meter_wh += meter
-        self.cand_house_wh += max(self.last_p, 0.0) * dt / 3600.0
+        self.cand_house_wh += house
         typical = self.cand_sum / len(self.cand_excess)  # O(1): this runs on every reading
         settled = t - self.cand_start >= 600.0
         if (
@@ -327,6 +333,11 @@ class MeterDetector:
         self.cand_excess.append(excess)
         self.cand_sum += excess
         self.cand_stacked += self._same_size_on_top(t, p, self.cand_base)
+        edge = self._rising_edge(p, self.cand_base)
+        if edge is not None and edge[0] >= cfg.min_ev_power_w:
+            self.cand_rise, self.rise_samples = [t, *edge], []
+        if self.cand_rise is not None:
+            self.rise_samples.append([excess, meter, house])
         if t - self.cand_start < cfg.confirm_s:
             return []
         level = self._candidate_level()
@@ -425,17 +436,56 @@ class MeterDetector:
                 self.on_top = None
                 return now <= (1 + tol) * top[2] and t - top[0] >= cfg.stack_min_s
             return False
+        edge = self._rising_edge(p, base)
+        if edge is not None:
+            rise, under = edge
+            if under >= cfg.min_ev_power_w and (1 - tol) * under <= rise <= (1 + tol) * under:
+                self.on_top = [t, rise, under]
+        return False
+
+    def _rising_edge(self, p: float, base: float) -> tuple[float, float] | None:
+        """(rise, excess before it) when power just stepped up onto a steady level."""
         last, prev = self.last_p, self.prev_p
         # The level underneath must be steady: a rising edge split over two readings (a load
         # switching on mid-interval) is one load, not one on top of another.
-        steady = abs(last - prev) <= 0.1 * (last - base)
+        steady = abs(last - prev) <= 0.1 * max(last - base, 0.0)
         before = last if steady else prev if prev <= last <= p else None
-        if before is None:
+        if before is None or p - before < 0.5 * self.config.min_ev_power_w:
+            return None
+        return p - before, before - base
+
+    def _first_layer_left(self, t: float, p: float, excess: float) -> bool:
+        """The load the candidate began with switched off, and what remains is a load that
+        rose later on top of it (an EV plugged in while the AC ran): follow that one instead."""
+        rise = self.cand_rise
+        if rise is None or t - self.cand_start < 180.0:
             return False
-        under = before - base
-        if under >= cfg.min_ev_power_w and (1 - tol) * under <= p - before <= (1 + tol) * under:
-            self.on_top = [t, p - before, under]
-        return False
+        _, size, under = rise
+        # Judged once power has settled after the fall: mid-fall, a load switching off
+        # mid-interval leaves a partial level that could match anything.
+        drop = self.prev_p - p
+        tol = self.config.cycle_tolerance
+        return (
+            abs(self.last_p - p) <= 0.1 * excess
+            and drop >= 0.5 * self.config.min_ev_power_w
+            and abs(drop - under) < abs(drop - size)
+            and abs(excess - size) <= tol * size
+            and abs(excess - size) < abs(excess - under)
+        )
+
+    def _reanchor(self, t: float) -> None:
+        assert self.cand_rise is not None
+        began, _, under = self.cand_rise
+        samples = self.rise_samples
+        if began - self.cand_start >= 180.0:
+            self.recent_cycles.append([t, under])
+        self._begin_candidate(began, self.cand_base, samples[0][0] if samples else under)
+        self.cand_excess, self.cand_sum = [], 0.0
+        for excess, meter, house in samples:
+            self.cand_excess.append(excess)
+            self.cand_sum += excess
+            self.cand_meter_wh += meter
+            self.cand_house_wh += house
 
     def _interpolated_start(self, level: float) -> float:
         fraction = min(1.0, max(0.0, self.cand_first_excess / level))
@@ -629,6 +679,8 @@ class MeterDetector:
             "cand_sum": self.cand_sum,
             "cand_stacked": self.cand_stacked,
             "on_top": self.on_top,
+            "cand_rise": self.cand_rise,
+            "rise_samples": self.rise_samples,
             "recent_cycles": self.recent_cycles,
             "post_stop": self.post_stop,
             "post_level": self.post_level,
@@ -643,6 +695,7 @@ class MeterDetector:
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
             "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
+            "cand_rise", "rise_samples",
         ):  # fmt: skip
             setattr(det, name, state[name])
         det.cand_excess = list(state["cand_excess"])
