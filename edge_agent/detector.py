@@ -427,20 +427,22 @@ class MeterDetector:
         now = p - base
         top = self.on_top
         if top is not None:
-            if now < (1 - tol) * top[2]:
+            began, under, level = top
+            if now < (1 - tol) * under:
                 self.on_top = None  # the load underneath fell: no evidence
-            elif any(
-                (1 - tol) * top[1] <= b - p <= (1 + tol) * top[1]
-                for b in (self.last_p, self.prev_p)
-            ):
-                self.on_top = None
-                return now <= (1 + tol) * top[2] and t - top[0] >= cfg.stack_min_s
-            return False
+                return False
+            if abs(p - self.last_p) > 0.1 * now:
+                return False  # mid-step: judge once power settles
+            # Judged by the fall, not the rise: a compressor starts below its running power.
+            drop = level - p
+            if drop < 0.5 * cfg.min_ev_power_w:
+                top[2] = p  # still on top
+                return False
+            self.on_top = None
+            return (1 - tol) * now <= drop <= (1 + tol) * now and t - began >= cfg.stack_min_s
         edge = self._rising_edge(p, base)
-        if edge is not None:
-            rise, under = edge
-            if under >= cfg.min_ev_power_w and (1 - tol) * under <= rise <= (1 + tol) * under:
-                self.on_top = [t, rise, under]
+        if edge is not None and edge[1] >= cfg.min_ev_power_w:
+            self.on_top = [t, edge[1], p]
         return False
 
     def _rising_edge(self, p: float, base: float) -> tuple[float, float] | None:
@@ -505,14 +507,15 @@ class MeterDetector:
         prev_excess = self.last_p - s.base_w
 
         if self.phase is Phase.CHARGING:
-            drop = prev_excess - excess
+            # Over two readings: a load switching mid-interval splits its step in two.
+            drop = max(self.last_p, self.prev_p) - p
             if drop >= cfg.edge_fraction * s.level_w:
                 # Of several EV-sized falls (EV and AC stopping), the EV's is the one whose
                 # size matches the EV's level best.
                 error = abs(drop - s.level_w) / s.level_w
                 if s.fall_edge is None or error < s.fall_error:
                     s.fall_edge, s.fall_error = t, error
-            elif -drop >= cfg.edge_fraction * s.level_w:
+            elif p - min(self.last_p, self.prev_p) >= cfg.edge_fraction * s.level_w:
                 s.fall_edge = None
             if high:
                 self.plateau.push(t, excess)
@@ -528,10 +531,18 @@ class MeterDetector:
                 if t - s.start > cfg.max_session_s:
                     out.append(self._end(t, t))
                 return out
-            # Charging stopped: at the last EV-sized falling edge, else between readings.
+            # Charging stopped. A sharp final fall may be another load's (the EV stopped under a
+            # running AC earlier): take the EV-sized fall that matched its level best. A gradual
+            # end is the EV's own taper.
             stop = self._stop_between(t, excess, s.level_w)
-            now_error = abs(prev_excess - excess - s.level_w) / s.level_w
-            if s.fall_edge is not None and s.fall_edge < t and s.fall_error < now_error:
+            final_drop = max(self.last_p, self.prev_p) - p
+            now_error = abs(final_drop - s.level_w) / s.level_w
+            if (
+                s.fall_edge is not None
+                and s.fall_edge < t
+                and final_drop >= cfg.edge_fraction * s.level_w
+                and s.fall_error < now_error
+            ):
                 stop = s.fall_edge
             s.low_since = stop
             self.on_top = None
