@@ -68,6 +68,7 @@ class DetectorConfig:
     stack_min_s: float = 5 * 60.0
     stack_min_count: int = 2
     max_resumes: int = 2
+    level_drift: float = 1.03
 
 
 class Phase(StrEnum):
@@ -504,7 +505,6 @@ class MeterDetector:
         s.ev_wh += s.last_ev_w * dt / 3600.0
         out: list[Transition] = []
         high = excess >= max(cfg.low_fraction * s.level_w, cfg.min_ev_power_w * 0.5)
-        prev_excess = self.last_p - s.base_w
 
         if self.phase is Phase.CHARGING:
             # Over two readings: a load switching mid-interval splits its step in two.
@@ -520,9 +520,12 @@ class MeterDetector:
             if high:
                 self.plateau.push(t, excess)
                 floor = self.plateau.value() or s.level_w
-                if t - s.start >= cfg.plateau_window_s and floor <= cfg.max_ev_power_w:
-                    s.peak_w = max(s.peak_w, floor)
-                s.last_ev_w = min(excess, max(s.level_w, floor))
+                # The plateau may lift the level a little (a slow ramp), never by a whole
+                # appliance running on top for a quarter of an hour (an AC on a hot evening).
+                level = max(s.level_w, min(floor, s.level_w * cfg.level_drift))
+                if t - s.start >= cfg.plateau_window_s and level <= cfg.max_ev_power_w:
+                    s.peak_w = max(s.peak_w, level)
+                s.last_ev_w = min(excess, level)
                 s.last_high = t
                 s.stacked += self._same_size_on_top(t, p, s.base_w)
                 s.excess_sum += min(excess, s.level_w * 1.5)
@@ -590,7 +593,8 @@ class MeterDetector:
     def _restart_candidate(self, t: float, p: float, s: _Session) -> list[Transition]:
         """The "resumed" load is a cycling appliance's next cycle: end the session at its stop
         and follow the new load as a fresh candidate from its rising edge."""
-        assert s.low_since is not None and s.resume_since is not None
+        assert s.low_since is not None
+        assert s.resume_since is not None
         began, base = s.resume_since, s.base_w
         ended = self._end(t, s.low_since)
         self._begin_candidate(began, base, p - base)
