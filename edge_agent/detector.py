@@ -49,7 +49,7 @@ class DetectorConfig:
     max_ev_power_w: float = 22_000.0
     floor_window_s: float = 3600.0
     plateau_window_s: float = 900.0
-    confirm_s: float = 40 * 60.0
+    confirm_s: float = 45 * 60.0
     low_fraction: float = 0.4
     edge_fraction: float = 0.6
     resume_fraction: float = 0.75
@@ -67,7 +67,7 @@ class DetectorConfig:
     stack_tolerance: float = 0.2
     stack_min_s: float = 5 * 60.0
     stack_min_count: int = 2
-    max_resumes: int = 2
+    max_resumes: int = 1
     level_drift: float = 1.03
 
 
