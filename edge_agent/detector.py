@@ -525,7 +525,9 @@ class MeterDetector:
                 level = max(s.level_w, min(floor, s.level_w * cfg.level_drift))
                 if t - s.start >= cfg.plateau_window_s and level <= cfg.max_ev_power_w:
                     s.peak_w = max(s.peak_w, level)
-                s.last_ev_w = min(excess, level)
+                # Under a power limit the cap stays at the EV's own level, so a charger that
+                # ignores the limit shows as drawing more than it.
+                s.last_ev_w = min(excess, max(level, s.unlimited_level_w or 0.0))
                 s.last_high = t
                 s.stacked += self._same_size_on_top(t, p, s.base_w)
                 s.excess_sum += min(excess, s.level_w * 1.5)
