@@ -570,7 +570,7 @@ class MeterDetector:
             s.last_ev_w = min(excess, s.level_w)
             if t - s.resume_since >= min(cfg.resume_confirm_s, cfg.pause_max_s):
                 # Off and on again at the same level is also how a cycling appliance looks.
-                cycling = self._cycling_nearby(t, s.level_w) and s.stacked < cfg.stack_min_count
+                cycling = self._cycling_nearby(t, s.level_w)
                 self.recent_cycles.append([t, s.level_w])
                 if cycling or s.resumes >= cfg.max_resumes:
                     return self._restart_candidate(t, p, s)

@@ -256,3 +256,57 @@ def test_ev_after_cycling_appliance_of_other_size_is_found():
     _, out = run(trace(60, 10, load))
     assert sessions(out) == [S.STARTED, S.ENDED]
     assert out[0].start_time == pytest.approx(T0 + 330 * 60, abs=60)
+
+
+def _ac_cycles(first_min: float, last_min: float, on_min: float, off_min: float, watts: float):
+    def ac(t: float) -> float:
+        minute = (t - T0) / 60
+        if not first_min <= minute < last_min:
+            return 0.0
+        return watts if (minute - first_min) % (on_min + off_min) < on_min else 0.0
+
+    return ac
+
+
+def test_ev_under_a_same_size_ac_cycling_on_top_is_found():
+    """An AC of the EV's size, seen cycling all morning, cycles on top of a 100 min charge: the
+    load underneath cannot be that AC (it does not cycle on top of itself), so it is a session
+    although it is shorter than the 2.5 h asked of a cycler-sized load."""
+    ac = _ac_cycles(60, 600, 12, 18, 3500.0)
+    ev = window(6, 6 + 100 / 60, 3600.0)
+    _, out = run(trace(60, 10, lambda t: ac(t) + ev(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 6 * 3600, abs=60)
+    assert out[-1].stop_time == pytest.approx(T0 + 6 * 3600 + 100 * 60, abs=120)
+
+
+def test_without_on_top_cycles_the_same_ev_is_held_to_the_cycler_rule():
+    """Control for the test above: the same 100 min charge, the AC silent while it runs. Having
+    seen a 3.5 kW cycler, the detector waits, and the AC's next cycle right after the charge
+    makes it drop the candidate: the on-top evidence is what found the session above."""
+    ac = _ac_cycles(60, 360, 12, 18, 3500.0)
+    later = _ac_cycles(6 * 60 + 105, 600, 12, 18, 3500.0)
+    ev = window(6, 6 + 100 / 60, 3600.0)
+    _, out = run(trace(60, 10, lambda t: ac(t) + later(t) + ev(t)))
+    assert S.STARTED not in states(out)
+
+
+def test_ev_plugged_in_while_the_ac_runs_starts_at_its_own_edge():
+    """The AC (3 kW) starts first, the EV (7 kW) joins 10 min later, the AC stops: the session
+    is the EV's, from the EV's rising edge, not the AC's."""
+    ac = window(3, 3 + 25 / 60, 3000.0)
+    ev = window(3 + 10 / 60, 5, 7000.0)
+    _, out = run(trace(60, 7, lambda t: ac(t) + ev(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 3 * 3600 + 600, abs=60)
+    assert out[0].ev_peak_power_w == pytest.approx(7000, rel=0.05)
+
+
+def test_a_compressor_switching_off_and_on_is_not_one_long_session():
+    """Long afternoon AC cycles (50 min on, 10 off) on a first day, before any cycle memory:
+    at most one pause is taken as an EV's, so the cycles are not chained into one session
+    lasting the whole afternoon."""
+    ac = _ac_cycles(60, 9 * 60, 50, 10, 3800.0)
+    _, out = run(trace(60, 10, ac))
+    ended = [tr for tr in out if tr.state is S.ENDED]
+    assert all(tr.duration_h < 2.5 for tr in ended), [tr.duration_h for tr in ended]
