@@ -9,14 +9,21 @@ How it separates the EV from the house:
   (AC compressors, ovens, dryers, fridges) fall back to it between cycles; an EV does not.
 * A *candidate* starts when power rises at least ``min_ev_power_w`` above the floor. It becomes
   a session only if its excess over the floor never drops below the EV range for
-  ``confirm_s`` (default 40 min): a water heater, oven or AC cycle fails this, an EV passes.
+  ``confirm_s`` (default 45 min): a water heater, oven or AC cycle fails this, an EV passes.
   ``Started`` is then published with the start time of the rising edge, not the confirm time.
-* While charging, EV power = excess over the pre-session floor, capped at the session's plateau
-  level, so appliances riding on top of the EV are not counted as EV.
-* Charging stops when the excess falls under ``low_fraction`` of the plateau. The stop time is
-  the last falling edge of EV size (an EV can stop while the AC still runs on top). A stop shorter
+* Loads seen cycling in the last ``cycle_lookback_s`` are remembered. A candidate of such a
+  size must hold ``cyclic_confirm_s``, or run ``cyclic_min_s`` and stay off ``post_check_s``,
+  unless a load of its own size cycled on top of it (``stack_min_count`` times): an AC does not
+  cycle on top of itself. If the load a candidate began with switches off while a later one
+  remains (an EV plugged in while the AC ran), the candidate follows the later one.
+* While charging, EV power = excess over the pre-session floor, capped near the session's
+  confirmed level (``level_drift``), so appliances riding on top of the EV are not counted.
+* Charging stops when the excess falls under ``low_fraction`` of the level. After a sharp final
+  fall the stop is the EV-sized fall that matched the level best (an EV can stop while the AC
+  still runs on top); after a gradual one it is the taper's end. A stop shorter
   than ``pause_max_s`` with a return to the same level is a pause (``SuspendedEV`` then
-  ``Updated``); a longer one ends the session at the stop time.
+  ``Updated``); a longer one ends the session at the stop time. A second resume, or one that
+  matches a remembered cycler, ends the session and follows the new load as a candidate.
 * EV energy comes from the register: register delta over the session minus the house's own
   energy (whole-house power minus EV power), so the base load is removed. Intervals whose
   register delta is missing, negative (reset, rollover, relative register) or implausible use
@@ -333,8 +340,8 @@ class MeterDetector:
             return []
         self.cand_excess.append(excess)
         self.cand_sum += excess
-        self.cand_stacked += self._same_size_on_top(t, p, self.cand_base)
         edge = self._rising_edge(p, self.cand_base)
+        self.cand_stacked += self._same_size_on_top(t, p, self.cand_base, edge)
         if edge is not None and edge[0] >= cfg.min_ev_power_w:
             self.cand_rise, self.rise_samples = [t, *edge], []
         if self.cand_rise is not None:
@@ -419,7 +426,9 @@ class MeterDetector:
         ]
         return len(similar) >= self.config.cycle_min_count
 
-    def _same_size_on_top(self, t: float, p: float, base: float) -> bool:
+    def _same_size_on_top(
+        self, t: float, p: float, base: float, edge: tuple[float, float] | None
+    ) -> bool:
         """True once a load as large as the one under watch ran on top of it for minutes and
         switched off while it ran on: the watched load cannot be that one (an AC compressor
         does not cycle on top of itself). Short thermostat blips (ovens, ranges) do not count."""
@@ -441,7 +450,6 @@ class MeterDetector:
                 return False
             self.on_top = None
             return (1 - tol) * now <= drop <= (1 + tol) * now and t - began >= cfg.stack_min_s
-        edge = self._rising_edge(p, base)
         if edge is not None and edge[1] >= cfg.min_ev_power_w:
             self.on_top = [t, edge[1], p]
         return False
@@ -529,7 +537,8 @@ class MeterDetector:
                 # ignores the limit shows as drawing more than it.
                 s.last_ev_w = min(excess, max(level, s.unlimited_level_w or 0.0))
                 s.last_high = t
-                s.stacked += self._same_size_on_top(t, p, s.base_w)
+                edge = self._rising_edge(p, s.base_w)
+                s.stacked += self._same_size_on_top(t, p, s.base_w, edge)
                 s.excess_sum += min(excess, s.level_w * 1.5)
                 s.excess_sq += min(excess, s.level_w * 1.5) ** 2
                 s.samples += 1
@@ -714,7 +723,8 @@ class MeterDetector:
             "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
             "cand_rise", "rise_samples",
         ):  # fmt: skip
-            setattr(det, name, state[name])
+            # A snapshot written before a field existed keeps that field's fresh default.
+            setattr(det, name, state.get(name, getattr(det, name)))
         det.cand_excess = list(state["cand_excess"])
         det.recent_cycles = [list(c) for c in state["recent_cycles"]]
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])

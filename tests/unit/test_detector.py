@@ -151,6 +151,21 @@ def test_restart_mid_session_ends_once_with_same_id():
     assert rest[0].ev_energy_wh == pytest.approx(7000, rel=0.03)
 
 
+def test_a_snapshot_from_before_a_field_existed_still_restores():
+    """A gateway upgraded mid-session restores the older snapshot: fields it lacks take their
+    fresh defaults, and the session still ends once, with its id."""
+    readings = trace(60, 6, window(1, 3, 3500))
+    det, first = run(readings[:120])
+    older = det.snapshot()
+    for name in ("prev_p", "cand_stacked", "on_top", "cand_rise", "rise_samples"):
+        del older[name]
+    for name in ("stacked", "resumes", "unlimited_level_w"):
+        del older["session"][name]
+    _, rest = run(readings[120:], detector=MeterDetector.restore(older))
+    assert sessions(rest) == [S.ENDED]
+    assert rest[0].transaction_id == first[0].transaction_id
+
+
 def test_register_reset_and_rollover_do_not_corrupt_energy():
     """A register that resets to zero mid-session is bridged with power x time."""
     readings = trace(60, 6, window(1, 3, 3500))
