@@ -37,6 +37,7 @@ older one (out of order or a clock stepped back) is dropped and counted, a gap l
 
 from __future__ import annotations
 
+import bisect
 import math
 import uuid
 from collections import deque
@@ -57,6 +58,8 @@ class DetectorConfig:
     floor_window_s: float = 3600.0
     plateau_window_s: float = 900.0
     confirm_s: float = 45 * 60.0
+    large_load_w: float = 5500.0
+    large_confirm_s: float = 15 * 60.0
     low_fraction: float = 0.4
     edge_fraction: float = 0.6
     resume_fraction: float = 0.75
@@ -181,6 +184,7 @@ class MeterDetector:
     cand_first_excess: float = 0.0
     cand_base: float = 0.0
     cand_excess: list[float] = field(default_factory=list)
+    cand_sorted: list[float] = field(default_factory=list)  # cand_excess[1:], kept sorted
     cand_sum: float = 0.0
     cand_meter_wh: float = 0.0
     cand_house_wh: float = 0.0
@@ -307,6 +311,7 @@ class MeterDetector:
         self.cand_start, self.cand_base = t, base
         self.cand_first_excess = self.cand_sum = excess
         self.cand_excess = [excess]
+        self.cand_sorted = []
         self.cand_meter_wh = self.cand_house_wh = 0.0
         self.cand_stacked = 0
         self.on_top = None
@@ -317,7 +322,7 @@ class MeterDetector:
         excess = p - self.cand_base
         house = max(self.last_p, 0.0) * dt / 3600.0
         if self._first_layer_left(t, p, excess):
-            self._reanchor(t)
+            self._reanchor(t, excess)
         self.cand_meter_wh += meter
         self.cand_house_wh += house
         typical = self.cand_sum / len(self.cand_excess)  # O(1): this runs on every reading
@@ -338,17 +343,20 @@ class MeterDetector:
             self._abandon_candidate(t)
             self._idle(t, p)
             return []
-        self.cand_excess.append(excess)
-        self.cand_sum += excess
+        self._add_excess(excess)
         edge = self._rising_edge(p, self.cand_base)
         self.cand_stacked += self._same_size_on_top(t, p, self.cand_base, edge)
-        if edge is not None and edge[0] >= cfg.min_ev_power_w:
+        if edge is not None and edge[0] >= cfg.min_ev_power_w and edge[1] >= cfg.min_ev_power_w / 2:
+            # A load rose on top of the candidate's (not the candidate's own split edge).
             self.cand_rise, self.rise_samples = [t, *edge], []
         if self.cand_rise is not None:
             self.rise_samples.append([excess, meter, house])
-        if t - self.cand_start < cfg.confirm_s:
+        age = t - self.cand_start
+        if age < cfg.large_confirm_s or (age < cfg.confirm_s and typical < cfg.large_load_w):
             return []
         level = self._candidate_level()
+        if age < cfg.confirm_s and not self._one_large_step(level):
+            return []
         if level < cfg.min_ev_power_w or level > cfg.max_ev_power_w:
             self._abandon_candidate(t)
             return []
@@ -372,8 +380,23 @@ class MeterDetector:
         ended = self._end(t, self.post_stop)
         return [started, ended]
 
+    def _one_large_step(self, level: float) -> bool:
+        """A load larger than any one household appliance that came on in one step (a split
+        edge allowed) with nothing rising on top: an EV. Two appliances together (water
+        heater and AC) come on in two steps."""
+        first = max(self.cand_excess[:2])
+        return level >= self.config.large_load_w and self.cand_rise is None and first >= 0.8 * level
+
+    def _add_excess(self, excess: float) -> None:
+        # The first reading is a partial edge; the sorted body gives the level in O(1) (at
+        # 1 s resolution a held-back candidate asks for it on every reading).
+        if self.cand_excess:
+            bisect.insort(self.cand_sorted, excess)
+        self.cand_excess.append(excess)
+        self.cand_sum += excess
+
     def _candidate_level(self) -> float:
-        body = sorted(self.cand_excess[1:] or self.cand_excess)
+        body = self.cand_sorted or self.cand_excess
         return body[len(body) // 10]
 
     def _confirm(self, t: float, level: float, ev_now: float) -> Transition:
@@ -411,9 +434,8 @@ class MeterDetector:
     def _abandon_candidate(self, t: float) -> None:
         """Forget a candidate; remember it as a cycle of some appliance if it lasted a while."""
         self.phase = Phase.IDLE
-        if t - self.cand_start >= 180.0 and len(self.cand_excess) > 1:
-            body = sorted(self.cand_excess[1:])
-            self.recent_cycles.append([t, body[len(body) // 10]])
+        if t - self.cand_start >= 180.0 and self.cand_sorted:
+            self.recent_cycles.append([t, self._candidate_level()])
         horizon = t - self.config.cycle_lookback_s
         self.recent_cycles = [c for c in self.recent_cycles if c[0] >= horizon]
 
@@ -484,19 +506,21 @@ class MeterDetector:
             and abs(excess - size) < abs(excess - under)
         )
 
-    def _reanchor(self, t: float) -> None:
+    def _reanchor(self, t: float, now: float) -> None:
         assert self.cand_rise is not None
         began, _, under = self.cand_rise
         samples = self.rise_samples
         if began - self.cand_start >= 180.0:
             self.recent_cycles.append([t, under])
-        self._begin_candidate(began, self.cand_base, samples[0][0] if samples else under)
+        self._begin_candidate(began, self.cand_base, now)
         self.cand_excess, self.cand_sum = [], 0.0
         for excess, meter, house in samples:
-            self.cand_excess.append(excess)
-            self.cand_sum += excess
+            # Until it fell, the first layer ran underneath: the later load's own excess is
+            # what is left above it (readings after the fall are already its own).
+            self._add_excess(excess - under if excess - under >= 0.5 * now else excess)
             self.cand_meter_wh += meter
             self.cand_house_wh += house
+        self.cand_first_excess = self.cand_excess[0] if self.cand_excess else now
 
     def _interpolated_start(self, level: float) -> float:
         fraction = min(1.0, max(0.0, self.cand_first_excess / level))
@@ -726,6 +750,7 @@ class MeterDetector:
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))
         det.cand_excess = list(state["cand_excess"])
+        det.cand_sorted = sorted(det.cand_excess[1:])
         det.recent_cycles = [list(c) for c in state["recent_cycles"]]
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
         det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])

@@ -325,3 +325,31 @@ def test_a_compressor_switching_off_and_on_is_not_one_long_session():
     _, out = run(trace(60, 10, ac))
     ended = [tr for tr in out if tr.state is S.ENDED]
     assert all(tr.duration_h < 2.5 for tr in ended), [tr.duration_h for tr in ended]
+
+
+def test_a_short_charge_larger_than_any_appliance_is_found():
+    """An 11 kW charge of 30 min (shorter than the usual confirmation) came on in one step and
+    is larger than any single household appliance: it is a session."""
+    _, out = run(trace(60, 4, window(1, 1.5, 11_000.0)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 3600, abs=60)
+    assert out[-1].ev_energy_wh == pytest.approx(5500, rel=0.05)
+
+
+def test_two_appliances_together_are_not_a_short_charge():
+    """AC (3.8 kW) then a water heater (4.5 kW) on top for 30 min: as large as an EV together,
+    but they came on in two steps, so the short confirmation does not apply."""
+    ac = window(1, 1 + 35 / 60, 3800.0)
+    heater = window(1 + 4 / 60, 1 + 34 / 60, 4500.0)
+    _, out = run(trace(60, 4, lambda t: ac(t) + heater(t)))
+    assert S.STARTED not in states(out)
+
+
+def test_a_later_load_followed_after_the_first_left_has_its_own_level():
+    """The AC (3.5 kW) runs, the water heater (4.5 kW) joins, the AC stops: the candidate that
+    follows the heater measures the heater alone, not heater and AC, so 20 minutes of heater
+    is not taken for a large one-step load."""
+    ac = window(1, 1 + 25 / 60, 3500.0)
+    heater = window(1 + 15 / 60, 1 + 50 / 60, 4500.0)
+    _, out = run(trace(60, 4, lambda t: ac(t) + heater(t)))
+    assert S.STARTED not in states(out)
