@@ -17,7 +17,11 @@ How it separates the EV from the house:
   cycle on top of itself. If the load a candidate began with switches off while a later one
   remains (an EV plugged in while the AC ran), the candidate follows the later one.
 * While charging, EV power = excess over the pre-session floor, capped near the session's
-  confirmed level (``level_drift``), so appliances riding on top of the EV are not counted.
+  confirmed level (``level_drift``), so appliances riding on top of the EV are not counted;
+  once a load on top switches off for a while, the steady level left shows the EV's own
+  power and becomes the cap.
+* A load larger than any single appliance (``large_load_w``) that came on in one step, with
+  nothing rising on top, is confirmed after ``large_confirm_s``.
 * Charging stops when the excess falls under ``low_fraction`` of the level. After a sharp final
   fall the stop is the EV-sized fall that matched the level best (an EV can stop while the AC
   still runs on top); after a gradual one it is the taper's end. A stop shorter
@@ -47,7 +51,7 @@ from typing import Any
 
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.1"
+DETECTOR_VERSION = "floor-step/1.2"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -152,6 +156,8 @@ class _Session:
     last_high: float = 0.0
     fall_edge: float | None = None
     fall_error: float = 1.0
+    dip_w: float = 0.0
+    own_w: float = 0.0
     low_since: float | None = None
     suspended: bool = False
     resume_since: float | None = None
@@ -550,11 +556,12 @@ class MeterDetector:
             elif p - min(self.last_p, self.prev_p) >= cfg.edge_fraction * s.level_w:
                 s.fall_edge = None
             if high:
+                self._follow_dips(s, excess)
                 self.plateau.push(t, excess)
                 floor = self.plateau.value() or s.level_w
                 # The plateau may lift the level a little (a slow ramp), never by a whole
                 # appliance running on top for a quarter of an hour (an AC on a hot evening).
-                level = max(s.level_w, min(floor, s.level_w * cfg.level_drift))
+                level = s.own_w or max(s.level_w, min(floor, s.level_w * cfg.level_drift))
                 if t - s.start >= cfg.plateau_window_s and level <= cfg.max_ev_power_w:
                     s.peak_w = max(s.peak_w, level)
                 # Under a power limit the cap stays at the EV's own level, so a charger that
@@ -624,6 +631,22 @@ class MeterDetector:
             s.suspended = True
             out.append(self._transition(TransactionState.SUSPENDED_EV, t, None))
         return out
+
+    def _follow_dips(self, s: _Session, excess: float) -> None:
+        """A steady lower level inside the session, then a rise back: the lower level is the
+        EV alone, and the level it was confirmed at had another load on top (an AC running
+        through most of the confirmation). From then on the EV's power is capped at its own
+        level; the confirmed level still decides when it stops. Not under a power limit,
+        which lowers the EV's draw on purpose."""
+        if s.unlimited_level_w is not None:
+            return
+        steady = abs(excess - (self.last_p - s.base_w)) <= 0.05 * excess
+        if steady and self.config.min_ev_power_w <= excess <= 0.8 * s.level_w:
+            s.dip_w = excess
+        elif s.dip_w and excess >= 0.9 * s.level_w:
+            s.own_w = s.dip_w
+            s.peak_w = min(s.peak_w, s.own_w)
+            s.dip_w = 0.0
 
     def _restart_candidate(self, t: float, p: float, s: _Session) -> list[Transition]:
         """The "resumed" load is a cycling appliance's next cycle: end the session at its stop

@@ -353,3 +353,17 @@ def test_a_later_load_followed_after_the_first_left_has_its_own_level():
     heater = window(1 + 15 / 60, 1 + 50 / 60, 4500.0)
     _, out = run(trace(60, 4, lambda t: ac(t) + heater(t)))
     assert S.STARTED not in states(out)
+
+
+def test_ac_running_through_the_confirmation_is_not_taken_for_ev_power():
+    """The AC (3 kW) and the EV (3.5 kW) start together and the AC runs through the whole
+    confirmation, so the session is confirmed at 6.5 kW. The AC's first off-time shows the EV's
+    own level; from then on the AC's cycles on top are not counted as EV energy."""
+    ev = window(1, 4, 3500.0)
+    ac = lambda t: 3000.0 if (t - T0) % 3600 < 50 * 60 else 0.0  # noqa: E731
+    _, out = run(trace(60, 6, lambda t: ev(t) + (ac(t) if T0 + 3600 <= t < T0 + 4 * 3600 else 0)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    ended = out[-1]
+    assert ended.ev_peak_power_w == pytest.approx(3500, rel=0.05)
+    # Counted at 6.5 kW until the first off-time (50 min), at 3.5 kW after: 3.5 x 3 + 2.5 kWh.
+    assert ended.ev_energy_wh == pytest.approx(3500 * 3 + 3000 * 50 / 60, rel=0.05)
