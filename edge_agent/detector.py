@@ -644,8 +644,8 @@ class MeterDetector:
         if steady and self.config.min_ev_power_w <= excess <= 0.8 * s.level_w:
             s.dip_w = excess
         elif s.dip_w and excess >= 0.9 * s.level_w:
+            # The peak already published stays: a session's peak never falls between messages.
             s.own_w = s.dip_w
-            s.peak_w = min(s.peak_w, s.own_w)
             s.dip_w = 0.0
 
     def _restart_candidate(self, t: float, p: float, s: _Session) -> list[Transition]:
