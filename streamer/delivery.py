@@ -40,10 +40,18 @@ log = logging.getLogger(__name__)
 
 _METER_LOCK_CLASS = 0x6576  # "ev": keeps the per-meter keys apart from other advisory locks
 _CLAIM = """
-SELECT id, transaction_id, kind, payload, created_at FROM outbox
+SELECT id, transaction_id, kind, payload, created_at, asset_id FROM outbox
  WHERE delivered_at IS NULL AND pg_try_advisory_xact_lock(%s, hashtext(asset_id))
  ORDER BY id LIMIT %s
    FOR UPDATE SKIP LOCKED
+"""
+# The lock is tried row by row during the scan: a meter skipped early in it (another replica
+# held it) can be locked later in the same scan once that replica commits, so a later row of
+# the meter could be claimed while an earlier one is still pending. Such meters sit this batch out.
+_BEHIND = """
+SELECT DISTINCT o.asset_id FROM outbox o
+  JOIN unnest(%s::text[], %s::bigint[]) AS c(asset_id, first_id) ON o.asset_id = c.asset_id
+ WHERE o.delivered_at IS NULL AND o.id < c.first_id
 """
 
 
@@ -143,10 +151,18 @@ class Deliverer:
         """Claim, route, publish, commit one batch; raises and rolls back on failure."""
         with self.pool.connection() as conn, conn.transaction():
             claimed = conn.execute(_CLAIM, (_METER_LOCK_CLASS, self.batch_size)).fetchall()
+            first: dict[str, int] = {}
+            for pos, *_, asset in claimed:
+                first.setdefault(asset, pos)
+            if first:
+                behind = conn.execute(_BEHIND, (list(first), list(first.values()))).fetchall()
+                waiting = {asset for (asset,) in behind}
+                claimed = [row for row in claimed if row[-1] not in waiting]
             if not claimed:
                 return DeliveryReport(0, 0)
             rows = [
-                OutboxRow(pos, tid, StreamKind(kind), event) for pos, tid, kind, event, _ in claimed
+                OutboxRow(pos, tid, StreamKind(kind), event)
+                for pos, tid, kind, event, _, _ in claimed
             ]
             # Read in the claiming transaction: a subscription visible now sees these rows.
             routing = route(
@@ -162,7 +178,7 @@ class Deliverer:
                 "UPDATE outbox SET delivered_at = now() WHERE id = ANY(%s)",
                 ([row.position for row in rows],),
             )
-        self._count(rows, [created for *_, created in claimed], routing.publications)
+        self._count(rows, [row[4] for row in claimed], routing.publications)
         m = self.metrics
         m.events.labels(SubscriptionState.ACTIVE.value).inc(routing.deliveries)
         m.events.labels(SubscriptionState.PAUSED.value).inc(routing.paused)
