@@ -178,7 +178,7 @@ class Deliverer:
                 "UPDATE outbox SET delivered_at = now() WHERE id = ANY(%s)",
                 ([row.position for row in rows],),
             )
-        self._count(rows, [row[4] for row in claimed], routing.publications)
+        self._count(rows, [created for *_, created, _ in claimed], routing.publications)
         m = self.metrics
         m.events.labels(SubscriptionState.ACTIVE.value).inc(routing.deliveries)
         m.events.labels(SubscriptionState.PAUSED.value).inc(routing.paused)
