@@ -7,7 +7,9 @@ How it separates the EV from the house:
 
 * The *house floor* is the trailing minimum of power over the last hour. Cycling appliances
   (AC compressors, ovens, dryers, fridges) fall back to it between cycles; an EV does not.
-* A *candidate* starts when power rises at least ``min_ev_power_w`` above the floor. It becomes
+* A *candidate* starts when power steps up (within ``step_window_s``, two readings at least)
+  to at least ``min_ev_power_w`` above the floor; a slow climb (rooftop solar fading, the
+  evening's base load) is not a load switching on. It becomes
   a session only if its excess over the floor never drops below the EV range for
   ``confirm_s`` (default 45 min): a water heater, oven or AC cycle fails this, an EV passes.
   ``Started`` is then published with the start time of the rising edge, not the confirm time.
@@ -51,7 +53,7 @@ from typing import Any
 
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.2"
+DETECTOR_VERSION = "floor-step/1.3"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -83,6 +85,7 @@ class DetectorConfig:
     stack_min_count: int = 2
     max_resumes: int = 1
     level_drift: float = 1.03
+    step_window_s: float = 120.0
 
 
 class Phase(StrEnum):
@@ -185,6 +188,7 @@ class MeterDetector:
     dropped_readings: int = 0
     floor: _RollingMin = field(init=False)
     plateau: _RollingMin = field(init=False)
+    lately: _RollingMin = field(init=False)  # power just before the reading (step test)
     # Candidate (PENDING) state
     cand_start: float = 0.0
     cand_first_excess: float = 0.0
@@ -206,6 +210,7 @@ class MeterDetector:
     def __post_init__(self) -> None:
         self.floor = _RollingMin(self.config.floor_window_s)
         self.plateau = _RollingMin(self.config.plateau_window_s)
+        self.lately = _RollingMin(self.config.step_window_s)
 
     # ------------------------------------------------------------------ helpers
     def _max_gap(self) -> float:
@@ -279,7 +284,7 @@ class MeterDetector:
         self.interval_s += (dt - self.interval_s) * 0.1
         meter = self._meter_delta(dt, energy_wh)
         if self.phase is Phase.IDLE:
-            self._idle(t, power_w)
+            self._idle(t, power_w, need_step=True)
         elif self.phase is Phase.PENDING:
             out.extend(self._pending(t, power_w, dt, meter))
         elif self.phase is Phase.POSTCHECK:
@@ -288,6 +293,9 @@ class MeterDetector:
             out.extend(self._charging(t, power_w, dt, meter))
         if self.phase in (Phase.IDLE, Phase.PENDING, Phase.POSTCHECK):
             self.floor.push(t, power_w)
+        # Two readings at least: a switch-on split over an interval boundary is one step.
+        self.lately.window = max(self.config.step_window_s, 2.5 * self.interval_s)
+        self.lately.push(t, power_w)
         self.last_t, self.prev_p, self.last_p = t, self.last_p, power_w
         if energy_wh is not None:
             self.last_e = energy_wh
@@ -302,15 +310,21 @@ class MeterDetector:
         self.phase = Phase.IDLE
 
     # ------------------------------------------------------------------ phases
-    def _idle(self, t: float, p: float) -> None:
+    def _idle(self, t: float, p: float, need_step: bool = False) -> None:
         base = self.floor.value()
         if base is None or self.history_start is None:
             return
         if t - self.history_start < min(900.0, self.config.floor_window_s):
             return  # not enough history to know the house floor
         excess = p - base
-        if excess >= self.config.min_ev_power_w:
-            self._begin_candidate(t, base, excess)
+        if excess < self.config.min_ev_power_w:
+            return
+        # A charger switches on in a step. A slow climb above the floor (rooftop solar fading
+        # in the afternoon, the evening's base load building up) is not a load switching on.
+        before = self.lately.value()
+        if need_step and before is not None and p - before < self.config.min_ev_power_w:
+            return
+        self._begin_candidate(t, base, excess)
 
     def _begin_candidate(self, t: float, base: float, excess: float) -> None:
         self.phase = Phase.PENDING
@@ -488,7 +502,10 @@ class MeterDetector:
         # The level underneath must be steady: a rising edge split over two readings (a load
         # switching on mid-interval) is one load, not one on top of another.
         steady = abs(last - prev) <= 0.1 * max(last - base, 0.0)
-        before = last if steady else prev if prev <= last <= p else None
+        # The second reading of a split step carries a good part of it; a reading after a
+        # completed step does not (it would count the same load again, over itself).
+        split = prev <= last <= p and p - last >= 0.25 * (p - prev)
+        before = last if steady else prev if split else None
         if before is None or p - before < 0.5 * self.config.min_ev_power_w:
             return None
         return p - before, before - base
@@ -743,6 +760,7 @@ class MeterDetector:
             "dropped_readings": self.dropped_readings,
             "floor": list(self.floor.items),
             "plateau": list(self.plateau.items),
+            "lately": list(self.lately.items),
             "cand_start": self.cand_start,
             "cand_first_excess": self.cand_first_excess,
             "cand_base": self.cand_base,
@@ -777,5 +795,6 @@ class MeterDetector:
         det.recent_cycles = [list(c) for c in state["recent_cycles"]]
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
         det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])
+        det.lately = _RollingMin(det.config.step_window_s, state.get("lately"))
         det.session = None if state["session"] is None else _Session(**state["session"])
         return det

@@ -366,3 +366,32 @@ def test_ac_running_through_the_confirmation_is_not_taken_for_ev_power():
     ended = out[-1]
     # Counted at 6.5 kW until the first off-time (50 min), at 3.5 kW after: 3.5 x 3 + 2.5 kWh.
     assert ended.ev_energy_wh == pytest.approx(3500 * 3 + 3000 * 50 / 60, rel=0.05)
+
+
+def test_a_slow_climb_above_the_floor_is_not_a_charge():
+    """Rooftop solar fading over the afternoon lifts the meter's net power by 4 kW in 2 h: no
+    load switched on, so no candidate and no session; a charger switching on in one step on
+    the same climb is still found."""
+    fading = lambda t: -4000.0 + 4000.0 * min(1.0, max(0.0, (t - T0 - 3600) / 7200))  # noqa: E731
+    det, out = run(trace(60, 5, lambda t: 0.0, base=lambda t: BASE + 4000 + fading(t)))
+    assert out == []
+    assert det.phase is Phase.IDLE
+    _, out = run(trace(60, 6, window(3.5, 4.5, 3500.0), base=lambda t: BASE + 4000 + fading(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 3.5 * 3600, abs=60)
+
+
+def test_a_step_split_over_two_readings_is_one_load_on_top():
+    """An EV switching on over a running AC with its step split across a minute boundary: the
+    reading after the completed step is not a second load rising on top of the first."""
+    det = MeterDetector("m1")
+    readings = [(T0 + i * 60, BASE, None) for i in range(30)]
+    readings += [(T0 + (30 + i) * 60, BASE + 3800, None) for i in range(5)]  # the AC runs
+    readings += [(T0 + 35 * 60, BASE + 3800 + 1600, None)]  # the EV's step, first part
+    readings += [(T0 + (36 + i) * 60, BASE + 3800 + 3600 + 10 * i, None) for i in range(3)]
+    run(readings, detector=det)
+    assert det.phase is Phase.PENDING
+    assert det.cand_rise is not None
+    _, size, under = det.cand_rise
+    assert size == pytest.approx(3600, abs=50)
+    assert under == pytest.approx(3800, abs=50)
