@@ -86,6 +86,9 @@ class DetectorConfig:
     max_resumes: int = 1
     level_drift: float = 1.03
     step_window_s: float = 120.0
+    held_window_s: float = 30 * 60.0
+    solar_memory_s: float = 48 * 3600.0
+    drift_fraction: float = 0.6
 
 
 class Phase(StrEnum):
@@ -170,6 +173,7 @@ class _Session:
     unlimited_level_w: float | None = None
     stacked: int = 0
     resumes: int = 0
+    solar: bool = False  # the house exported lately: generation behind the meter
 
 
 @dataclass
@@ -189,6 +193,8 @@ class MeterDetector:
     floor: _RollingMin = field(init=False)
     plateau: _RollingMin = field(init=False)
     lately: _RollingMin = field(init=False)  # power just before the reading (step test)
+    held: _RollingMin = field(init=False)  # a session's lowest excess of the last half hour
+    exported_at: float | None = None  # last reading below zero (rooftop solar exporting)
     # Candidate (PENDING) state
     cand_start: float = 0.0
     cand_first_excess: float = 0.0
@@ -199,6 +205,7 @@ class MeterDetector:
     cand_meter_wh: float = 0.0
     cand_house_wh: float = 0.0
     cand_stacked: int = 0
+    cand_early_min: float = 0.0  # lowest excess of the candidate's first quarter hour
     on_top: list[float] | None = None
     cand_rise: list[float] | None = None
     rise_samples: list[list[float]] = field(default_factory=list)
@@ -211,6 +218,7 @@ class MeterDetector:
         self.floor = _RollingMin(self.config.floor_window_s)
         self.plateau = _RollingMin(self.config.plateau_window_s)
         self.lately = _RollingMin(self.config.step_window_s)
+        self.held = _RollingMin(self.config.held_window_s)
 
     # ------------------------------------------------------------------ helpers
     def _max_gap(self) -> float:
@@ -249,6 +257,8 @@ class MeterDetector:
 
     @staticmethod
     def _ev_energy(s: _Session) -> float:
+        if s.solar:
+            return s.ev_wh  # the sun may have charged the EV: the import register holds less
         # Register delta minus the house's own energy: the EV's share of what the meter counted.
         from_register = s.meter_wh - max(0.0, s.house_wh - s.ev_wh)
         return min(max(from_register, 0.0), s.meter_wh) if s.meter_wh > 0 else s.ev_wh
@@ -271,6 +281,8 @@ class MeterDetector:
         if math.isnan(power_w):
             self.dropped_readings += 1
             return []
+        if power_w < 0:
+            self.exported_at = t
         out: list[Transition] = []
         if self.last_t is None:
             self._start_history(t, power_w, energy_wh)
@@ -324,7 +336,15 @@ class MeterDetector:
         before = self.lately.value()
         if need_step and before is not None and p - before < self.config.min_ev_power_w:
             return
+        if before is not None and self._solar(t):
+            # Under solar the trailing minimum lags the net load by kilowatts: the power just
+            # before the step is the house's own.
+            base, excess = max(base, before), p - max(base, before)
         self._begin_candidate(t, base, excess)
+
+    def _solar(self, t: float) -> bool:
+        """The house exported lately: there is generation behind the meter."""
+        return self.exported_at is not None and t - self.exported_at <= self.config.solar_memory_s
 
     def _begin_candidate(self, t: float, base: float, excess: float) -> None:
         self.phase = Phase.PENDING
@@ -336,6 +356,8 @@ class MeterDetector:
         self.cand_stacked = 0
         self.on_top = None
         self.cand_rise, self.rise_samples = None, []
+        self.cand_early_min = excess
+        self.held.clear()
 
     def _pending(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
         cfg = self.config
@@ -364,6 +386,9 @@ class MeterDetector:
             self._idle(t, p)
             return []
         self._add_excess(excess)
+        self.held.push(t, excess)
+        if t - self.cand_start <= cfg.plateau_window_s:
+            self.cand_early_min = min(self.cand_early_min, excess)
         edge = self._rising_edge(p, self.cand_base)
         self.cand_stacked += self._same_size_on_top(t, p, self.cand_base, edge)
         if edge is not None and edge[0] >= cfg.min_ev_power_w and edge[1] >= cfg.min_ev_power_w / 2:
@@ -377,7 +402,7 @@ class MeterDetector:
         level = self._candidate_level()
         if age < cfg.confirm_s and not self._one_large_step(level):
             return []
-        if level < cfg.min_ev_power_w or level > cfg.max_ev_power_w:
+        if level < cfg.min_ev_power_w or level > cfg.max_ev_power_w or self._drifting(level):
             self._abandon_candidate(t)
             return []
         if (
@@ -406,6 +431,16 @@ class MeterDetector:
         heater and AC) come on in two steps."""
         first = max(self.cand_excess[:2])
         return level >= self.config.large_load_w and self.cand_rise is None and first >= 0.8 * level
+
+    def _drifting(self, level: float) -> bool:
+        """With solar behind the meter, a candidate whose lowest excess keeps climbing is the
+        sun fading under it (after a cloud or an appliance's step), not a charger's flat draw."""
+        if not self._solar(self.cand_start):
+            return False
+        lately = self.held.value()
+        return (
+            lately is not None and lately - self.cand_early_min > self.config.drift_fraction * level
+        )
 
     def _add_excess(self, excess: float) -> None:
         # The first reading is a partial edge; the sorted body gives the level in O(1) (at
@@ -439,15 +474,17 @@ class MeterDetector:
             last_ev_w=ev_now,
             last_high=t,
             stacked=self.cand_stacked,
+            solar=self._solar(t),
         )
         for x in self.cand_excess[1:]:
             s.excess_sum += min(x, level * 1.5)
             s.excess_sq += min(x, level * 1.5) ** 2
             s.samples += 1
-        self.plateau.clear()
-        recent = self.cand_excess[-int(cfg.plateau_window_s / max(dt, 1)) - 1 :]
-        for i, x in enumerate(recent):
-            self.plateau.push(t - dt * (len(recent) - 1 - i), x)
+        for rolling in (self.plateau, self.held):
+            rolling.clear()
+            recent = self.cand_excess[-int(rolling.window / max(dt, 1)) - 1 :]
+            for i, x in enumerate(recent):
+                rolling.push(t - dt * (len(recent) - 1 - i), x)
         self.phase = Phase.CHARGING
         return self._transition(TransactionState.STARTED, t, None)
 
@@ -544,6 +581,7 @@ class MeterDetector:
             self.cand_meter_wh += meter
             self.cand_house_wh += house
         self.cand_first_excess = self.cand_excess[0] if self.cand_excess else now
+        self.cand_early_min = min(self.cand_excess, default=now)
 
     def _interpolated_start(self, level: float) -> float:
         fraction = min(1.0, max(0.0, self.cand_first_excess / level))
@@ -560,6 +598,16 @@ class MeterDetector:
         s.ev_wh += s.last_ev_w * dt / 3600.0
         out: list[Transition] = []
         high = excess >= max(cfg.low_fraction * s.level_w, cfg.min_ev_power_w * 0.5)
+        held = self.held.value()
+        if s.solar and self.phase is Phase.CHARGING and high and held is not None:
+            left = excess - (held - s.level_w)
+            if left <= (1 - cfg.edge_fraction) * s.level_w:
+                # With solar behind the meter the house's net load drifts under a session (up
+                # as the sun fades). An EV-sized fall below all the last half hour held is the
+                # EV stopping, though the excess over the old base still looks high; what is
+                # left is the house, which becomes the base.
+                s.base_w = p - max(left, 0.0)
+                excess, high = max(left, 0.0), False
 
         if self.phase is Phase.CHARGING:
             # Over two readings: a load switching mid-interval splits its step in two.
@@ -575,6 +623,7 @@ class MeterDetector:
             if high:
                 self._follow_dips(s, excess)
                 self.plateau.push(t, excess)
+                self.held.push(t, excess)
                 floor = self.plateau.value() or s.level_w
                 # The plateau may lift the level a little (a slow ramp), never by a whole
                 # appliance running on top for a quarter of an hour (an AC on a hot evening).
@@ -636,6 +685,7 @@ class MeterDetector:
                 s.fall_edge = None
                 s.last_high = t
                 self.plateau.clear()
+                self.held.clear()
                 if s.suspended:
                     out.append(self._transition(TransactionState.UPDATED, t, None))
                 s.suspended = False
@@ -761,6 +811,8 @@ class MeterDetector:
             "floor": list(self.floor.items),
             "plateau": list(self.plateau.items),
             "lately": list(self.lately.items),
+            "held": list(self.held.items),
+            "exported_at": self.exported_at,
             "cand_start": self.cand_start,
             "cand_first_excess": self.cand_first_excess,
             "cand_base": self.cand_base,
@@ -769,6 +821,7 @@ class MeterDetector:
             "cand_house_wh": self.cand_house_wh,
             "cand_sum": self.cand_sum,
             "cand_stacked": self.cand_stacked,
+            "cand_early_min": self.cand_early_min,
             "on_top": self.on_top,
             "cand_rise": self.cand_rise,
             "rise_samples": self.rise_samples,
@@ -786,7 +839,7 @@ class MeterDetector:
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
             "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
-            "cand_rise", "rise_samples",
+            "cand_rise", "rise_samples", "exported_at", "cand_early_min",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))
@@ -796,5 +849,6 @@ class MeterDetector:
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
         det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])
         det.lately = _RollingMin(det.config.step_window_s, state.get("lately"))
+        det.held = _RollingMin(det.config.held_window_s, state.get("held"))
         det.session = None if state["session"] is None else _Session(**state["session"])
         return det

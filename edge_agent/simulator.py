@@ -6,7 +6,7 @@ refrigerator cycles, lighting and cooking noise) or real: one French household's
 (Hebrail & Berard, UCI ML Repository, CC BY 4.0), which already carries real confounders.
 On top come the confounders that fool simple detectors: air-conditioning compressor cycles
 (2.5-4 kW, continuous on hot afternoons), electric water heaters (~4.5 kW), dryers, ovens,
-ranges and well pumps. EVs charge at Level 1 (1.4-1.9 kW) or Level 2 (3.3-11.5 kW) with soft
+ranges and well pumps; optionally rooftop solar behind the meter (net power, clouds). EVs charge at Level 1 (1.4-1.9 kW) or Level 2 (3.3-11.5 kW) with soft
 start, taper near full, pauses and timer starts; session start hours and energies are drawn
 from real residential sessions (Sorensen et al. 2021, CC BY 4.0) when that file is given.
 """
@@ -129,6 +129,7 @@ class HouseholdSpec:
     ev_level_w: float | None = None
     sessions_per_day: float = 0.8
     start: datetime = datetime(2024, 7, 1, tzinfo=UTC)
+    solar: bool = False  # rooftop PV: the meter sees net power and counts imported energy
 
 
 def _on(power: FloatArray, a: int, b: int, watts: float | FloatArray) -> None:
@@ -246,6 +247,21 @@ def _confounders(
             _on(power, a, a + s(rng.uniform(120, 600)), rng.uniform(900, 1500))
 
 
+def _solar(rng: np.random.Generator, n: int, step: int) -> FloatArray:
+    """Rooftop PV output (W): a 3-7 kW system's summer day, with passing clouds of 2-20 min
+    that cut it to 20-70% (the steps a net meter sees when the sun goes in)."""
+    hours = (np.arange(n) * step % DAY_S) / 3600.0
+    peak = rng.uniform(3000, 7000)
+    sun = np.clip(np.sin((hours - 6.5) / 13.0 * np.pi), 0.0, None) ** 1.3 * peak
+    cover = np.ones(n)
+    for day in range(int(np.ceil(n * step / DAY_S))):
+        for _ in range(int(rng.uniform(0, 20))):  # clear days to broken-cloud days
+            a = int((day * DAY_S + rng.uniform(6, 20) * 3600) / step)
+            cover[a : a + int(rng.uniform(120, 1200) / step)] = rng.uniform(0.2, 0.7)
+    out: FloatArray = sun * cover
+    return out
+
+
 def _ev_profile(
     rng: np.random.Generator, level_w: float, energy_wh: float, step: int
 ) -> tuple[FloatArray, list[tuple[int, int]]]:
@@ -336,6 +352,10 @@ def simulate_household(
             )
         )
     total = power + ev
-    energy = 5_000_000 + np.concatenate([[0.0], np.cumsum(total[:-1]) * step / 3600])
+    if spec.solar:  # own generator so that the same seed keeps the same house and sessions
+        total = total - _solar(np.random.default_rng(seed + 1_000_003), n, step)
+    # The register counts imported energy (a net meter keeps export on a register of its own).
+    imported = np.maximum(total, 0.0)
+    energy = 5_000_000 + np.concatenate([[0.0], np.cumsum(imported[:-1]) * step / 3600])
     times = t0 + np.arange(n, dtype=np.float64) * step
     return Trace(asset_id or f"meter-{seed}", times, total, energy, sessions, ev)

@@ -395,3 +395,30 @@ def test_a_step_split_over_two_readings_is_one_load_on_top():
     _, size, under = det.cand_rise
     assert size == pytest.approx(3600, abs=50)
     assert under == pytest.approx(3800, abs=50)
+
+
+def _fading_sun(start_h: float, hours: float, watts: float):
+    """Rooftop solar output falling linearly from ``watts`` to zero over ``hours``."""
+    return lambda t: watts * min(1.0, max(0.0, 1 - (t - T0 - start_h * 3600) / (hours * 3600)))
+
+
+def test_with_solar_behind_the_meter_a_session_ends_when_the_ev_stops():
+    """A house that exports at midday (net power below zero); the EV charges 3.5 kW from
+    16:00 to 18:00 while the sun fades from 3 kW to nothing. The net load climbs 3 kW under the
+    session, so its excess over the old base stays high after the EV stops: the EV-sized fall
+    below all of the last half hour ends it, and the EV's energy is its own (the import
+    register holds less, as the sun charged part of it)."""
+    sun = _fading_sun(2, 3, 3000.0)
+    readings = []
+    energy = 1_000_000.0
+    for t, p, _ in trace(60, 8, window(3, 5, 3500.0), base=lambda t: 800 - sun(t)):
+        readings.append((t, p, energy))
+        energy += max(p, 0.0) * 60 / 3600
+    assert min(p for _, p, _ in readings) < 0
+    _, out = run(readings)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    ended = out[-1]
+    assert ended.start_time == pytest.approx(T0 + 3 * 3600, abs=120)
+    assert ended.stop_time == pytest.approx(T0 + 5 * 3600, abs=120)
+    # Within 8%: the sun keeps fading under the level the session was confirmed at.
+    assert ended.ev_energy_wh == pytest.approx(7000, rel=0.08)
