@@ -455,7 +455,6 @@ class MeterDetector:
         return body[len(body) // 10]
 
     def _confirm(self, t: float, level: float, ev_now: float) -> Transition:
-        cfg = self.config
         dt = self.interval_s
         start = self._interpolated_start(level)
         ev_wh = sum(min(x, level) for x in self.cand_excess[:-1]) * dt / 3600.0

@@ -6,9 +6,10 @@ refrigerator cycles, lighting and cooking noise) or real: one French household's
 (Hebrail & Berard, UCI ML Repository, CC BY 4.0), which already carries real confounders.
 On top come the confounders that fool simple detectors: air-conditioning compressor cycles
 (2.5-4 kW, continuous on hot afternoons), electric water heaters (~4.5 kW), dryers, ovens,
-ranges and well pumps; optionally rooftop solar behind the meter (net power, clouds). EVs charge at Level 1 (1.4-1.9 kW) or Level 2 (3.3-11.5 kW) with soft
-start, taper near full, pauses and timer starts; session start hours and energies are drawn
-from real residential sessions (Sorensen et al. 2021, CC BY 4.0) when that file is given.
+ranges and well pumps; optionally rooftop solar behind the meter (net power, clouds). EVs
+charge at Level 1 (1.4-1.9 kW) or Level 2 (3.3-11.5 kW) with soft start, taper near full,
+pauses and timer starts; session start hours and energies are drawn from real residential
+sessions (Sorensen et al. 2021, CC BY 4.0) when that file is given.
 """
 
 from __future__ import annotations
