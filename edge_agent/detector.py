@@ -88,6 +88,7 @@ class DetectorConfig:
     step_window_s: float = 120.0
     held_window_s: float = 30 * 60.0
     solar_memory_s: float = 48 * 3600.0
+    solar_export_w: float = 100.0
     drift_fraction: float = 0.6
 
 
@@ -281,7 +282,7 @@ class MeterDetector:
         if math.isnan(power_w):
             self.dropped_readings += 1
             return []
-        if power_w < 0:
+        if power_w <= -self.config.solar_export_w:  # not a meter's offset of a few watts
             self.exported_at = t
         out: list[Transition] = []
         if self.last_t is None:
