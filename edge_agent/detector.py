@@ -195,7 +195,7 @@ class MeterDetector:
     plateau: _RollingMin = field(init=False)
     lately: _RollingMin = field(init=False)  # power just before the reading (step test)
     held: _RollingMin = field(init=False)  # a session's lowest excess of the last half hour
-    exported_at: float | None = None  # last reading below zero (rooftop solar exporting)
+    exported_at: float | None = None  # last reading of export (rooftop solar behind the meter)
     # Candidate (PENDING) state
     cand_start: float = 0.0
     cand_first_excess: float = 0.0
@@ -340,7 +340,8 @@ class MeterDetector:
         if before is not None and self._solar(t):
             # Under solar the trailing minimum lags the net load by kilowatts: the power just
             # before the step is the house's own.
-            base, excess = max(base, before), p - max(base, before)
+            base = max(base, before)
+            excess = p - base
         self._begin_candidate(t, base, excess)
 
     def _solar(self, t: float) -> bool:
@@ -598,18 +599,18 @@ class MeterDetector:
         s.ev_wh += s.last_ev_w * dt / 3600.0
         out: list[Transition] = []
         high = excess >= max(cfg.low_fraction * s.level_w, cfg.min_ev_power_w * 0.5)
-        held = self.held.value()
-        if s.solar and self.phase is Phase.CHARGING and high and held is not None:
-            left = excess - (held - s.level_w)
-            if left <= (1 - cfg.edge_fraction) * s.level_w:
-                # With solar behind the meter the house's net load drifts under a session (up
-                # as the sun fades). An EV-sized fall below all the last half hour held is the
-                # EV stopping, though the excess over the old base still looks high; what is
-                # left is the house, which becomes the base.
-                s.base_w = p - max(left, 0.0)
-                excess, high = max(left, 0.0), False
 
         if self.phase is Phase.CHARGING:
+            held = self.held.value()
+            if s.solar and high and held is not None:
+                left = excess - (held - s.level_w)
+                if left <= (1 - cfg.edge_fraction) * s.level_w:
+                    # With solar behind the meter the house's net load drifts under a session
+                    # (up as the sun fades). An EV-sized fall below all the last half hour held
+                    # is the EV stopping, though the excess over the old base still looks high;
+                    # what is left is the house, which becomes the base.
+                    s.base_w = p - max(left, 0.0)
+                    excess, high = max(left, 0.0), False
             # Over two readings: a load switching mid-interval splits its step in two.
             drop = max(self.last_p, self.prev_p) - p
             if drop >= cfg.edge_fraction * s.level_w:
