@@ -90,6 +90,8 @@ class DetectorConfig:
     solar_memory_s: float = 48 * 3600.0
     solar_export_w: float = 100.0
     drift_fraction: float = 0.6
+    taper_min_s: float = 6 * 60.0
+    tapered_confirm_s: float = 30 * 60.0
 
 
 class Phase(StrEnum):
@@ -377,6 +379,16 @@ class MeterDetector:
             or (settled and excess < cfg.low_fraction * typical)
         ):
             level = self._candidate_level()
+            taper = self._taper_start(level)
+            if t - self.cand_start >= cfg.tapered_confirm_s and taper is not None:
+                # A battery filling winds its charge down over minutes; an appliance switches
+                # off in a step. Whatever cycled lately, this was an EV, at its level before
+                # the taper.
+                before = sorted(self.cand_excess[1:taper])
+                level = before[len(before) // 10] if before else level
+                self.phase = Phase.POSTCHECK  # the whole candidate is past: all of it counts
+                stop = self._stop_between(t, excess, level)
+                return [self._confirm(t, level, 0.0), self._end(t, stop)]
             if t - self.cand_start >= cfg.cyclic_min_s and cfg.min_ev_power_w <= level:
                 # Long enough, but a cycling appliance of this size ran lately: an EV is not
                 # followed by the same load switching on again soon; wait and see.
@@ -433,6 +445,22 @@ class MeterDetector:
         heater and AC) come on in two steps."""
         first = max(self.cand_excess[:2])
         return level >= self.config.large_load_w and self.cand_rise is None and first >= 0.8 * level
+
+    def _taper_start(self, level: float) -> int | None:
+        """Where the candidate's excess began to wind down through intermediate values over
+        minutes (an EV's charge tapering as its battery fills), if it did rather than falling
+        in a step."""
+        xs = self.cand_excess
+        j = len(xs) - 1
+        while j > 0 and -0.05 * level <= xs[j - 1] - xs[j] <= 0.15 * level:
+            j -= 1
+        dt = max(self.interval_s, 1.0)
+        # Judged over the last 45 min only: the sun rising under a long AC run also lowers
+        # net power smoothly, but far more slowly.
+        top = xs[max(j, len(xs) - 1 - round(2700 / dt))]
+        if (len(xs) - j) * dt >= self.config.taper_min_s and top - xs[-1] >= 0.3 * top:
+            return j
+        return None
 
     def _drifting(self, level: float) -> bool:
         """With solar behind the meter, a candidate whose lowest excess keeps climbing is the
