@@ -384,7 +384,7 @@ class MeterDetector:
                 # A battery filling winds its charge down over minutes; an appliance switches
                 # off in a step. Whatever cycled lately, this was an EV, at its level before
                 # the taper.
-                before = sorted(self.cand_excess[1:taper])
+                before = sorted(self.cand_excess[1 : taper + 1])
                 level = before[len(before) // 10] if before else level
                 self.phase = Phase.POSTCHECK  # the whole candidate is past: all of it counts
                 stop = self._stop_between(t, excess, level)
@@ -458,9 +458,9 @@ class MeterDetector:
         # Judged over the last 45 min only: the sun rising under a long AC run also lowers
         # net power smoothly, but far more slowly.
         top = xs[max(j, len(xs) - 1 - round(2700 / dt))]
-        if (len(xs) - j) * dt >= self.config.taper_min_s and top - xs[-1] >= 0.3 * top:
-            return j
-        return None
+        if (len(xs) - j) * dt < self.config.taper_min_s or top - xs[-1] < 0.3 * top:
+            return None
+        return max((k for k in range(j, len(xs)) if xs[k] >= 0.9 * top), default=j)
 
     def _drifting(self, level: float) -> bool:
         """With solar behind the meter, a candidate whose lowest excess keeps climbing is the

@@ -103,17 +103,39 @@ def session_record(ended: Transition) -> dict[str, Any]:
 def detect(
     readings: Iterable[Reading], config: DetectorConfig | None = None
 ) -> Iterator[Transition]:
-    """All ``Ended`` transitions of every meter in ``readings`` (open sessions end at EOF)."""
-    detectors: dict[str, MeterDetector] = {}
-    for asset_id, t, power, energy in readings:
-        det = detectors.get(asset_id)
-        if det is None:
-            det = detectors[asset_id] = MeterDetector(asset_id, config or DetectorConfig())
-        for tr in det.update(t, power, energy):
-            if tr.state is TransactionState.ENDED:
-                yield tr
-    for det in detectors.values():
+    """All ``Ended`` transitions in ``readings``, meter by meter (open sessions end at EOF).
+
+    A running agent remembers the appliances that cycled in the days before; a file starts
+    without that memory, so its first days would be judged on less evidence than the rest.
+    Each meter's detector is primed with the cycles seen in the file's first
+    ``cycle_lookback_s`` (a first pass over those readings), then runs over the whole file.
+    """
+    config = config or DetectorConfig()
+    by_meter: dict[str, list[Reading]] = {}
+    for reading in readings:
+        by_meter.setdefault(reading[0], []).append(reading)
+    for asset_id, rows in by_meter.items():
+        det = MeterDetector(asset_id, config)
+        det.recent_cycles = _cycles_early_in(rows, config)
+        for _, t, power, energy in rows:
+            for tr in det.update(t, power, energy):
+                if tr.state is TransactionState.ENDED:
+                    yield tr
         yield from det.finish()
+
+
+def _cycles_early_in(rows: list[Reading], config: DetectorConfig) -> list[list[float]]:
+    """Cycling loads seen in the first ``cycle_lookback_s`` of a meter's readings, dated at
+    its first reading (so that they age out as a running agent's memory would)."""
+    if not rows:
+        return []
+    first = rows[0][1]
+    primer = MeterDetector(rows[0][0], config)
+    for _, t, power, energy in rows:
+        if t - first > config.cycle_lookback_s:
+            break
+        primer.update(t, power, energy)
+    return [[first, level] for _, level in primer.recent_cycles]
 
 
 def dumps(record: dict[str, Any]) -> bytes:

@@ -1,0 +1,110 @@
+"""Offline mode: ``python -m edge_agent detect`` on CSV and Pleevi JSON Lines files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from edge_agent.detector import MeterDetector
+from edge_agent.offline import detect
+from schemas.pleevi import Measurement
+from schemas.pleevi import TransactionState as S
+
+START = datetime(2024, 7, 3, 0, 0, tzinfo=UTC)
+
+
+def minutes(hours: float, load) -> list[tuple[datetime, float, float]]:
+    """(time, W, cumulative Wh) per minute: 400 W of house plus ``load(minute)``."""
+    rows, energy = [], 2_000_000.0
+    for m in range(int(hours * 60)):
+        watts = 400.0 + load(m)
+        rows.append((START + timedelta(minutes=m), watts, energy))
+        energy += watts / 60
+    return rows
+
+
+def charge(m: int) -> float:
+    return 3600.0 if 120 <= m < 240 else 0.0  # 2 h at 3.6 kW from 02:00
+
+
+def cli(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", "detect", "--input", str(path), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def write_csv(path: Path, rows, stamp=lambda t: t.isoformat()) -> Path:
+    lines = ["timestamp,power_w,energy_wh"] + [f"{stamp(t)},{p:.1f},{e:.1f}" for t, p, e in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_csv_sessions_come_out_with_itron_names(tmp_path):
+    out = cli(write_csv(tmp_path / "meter-7.csv", minutes(6, charge)))
+    assert out.returncode == 0, out.stderr
+    [record] = [json.loads(line) for line in out.stdout.splitlines()]
+    assert record["MeterId"] == "meter-7"
+    assert record["ChargeStartTime"] == "2024-07-03T02:00:00Z"
+    assert record["ChargeEndTime"] == "2024-07-03T04:00:00Z"
+    assert record["ChargeW"] == pytest.approx(3600, rel=0.02)
+    assert record["ChargeDuration"] == pytest.approx(2.0, abs=0.02)
+    assert record["ChargeEnergy"] == pytest.approx(7200, rel=0.03)
+
+
+def test_naive_timestamps_are_refused_unless_a_timezone_is_given(tmp_path):
+    path = write_csv(tmp_path / "m.csv", minutes(6, charge), lambda t: t.strftime("%Y-%m-%dT%H:%M"))
+    refused = cli(path)
+    assert refused.returncode == 2
+    assert "no UTC offset" in refused.stderr
+    assert "--timezone" in refused.stderr
+    assert refused.stdout == ""
+    taken = cli(path, "--timezone", "America/Chicago")  # CDT, UTC-5 in July
+    assert taken.returncode == 0, taken.stderr
+    [record] = [json.loads(line) for line in taken.stdout.splitlines()]
+    assert record["ChargeStartTime"] == "2024-07-03T07:00:00Z"
+
+
+def test_pleevi_json_lines_for_two_meters(tmp_path):
+    lines = [
+        Measurement(assetId=meter, timestamp=t, energyValue=e, powerValue=p).model_dump_json(
+            by_alias=True
+        )
+        for t, p, e in minutes(6, charge)
+        for meter in ("m-a", "m-b")
+    ]
+    path = tmp_path / "readings.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = cli(path)
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(r["MeterId"] for r in records) == ["m-a", "m-b"]
+    assert {r["ChargeStartTime"] for r in records} == {"2024-07-03T02:00:00Z"}
+
+
+def test_a_file_starts_with_the_memory_of_its_first_days_cycles():
+    """The file opens on a hot afternoon: a 3.5 kW AC runs 50 min, then cycles for days. Read
+    reading by reading, that first run has no cycling behind it and passes for a charge; the
+    offline mode first learns what cycled in the file's first days, as a running agent would
+    already know, and does not report it."""
+
+    def ac(m: int) -> float:
+        if 60 <= m < 110:
+            return 3500.0
+        return 3500.0 if m >= 150 and m % 40 < 15 else 0.0
+
+    rows = [("m", t.timestamp(), p, e) for t, p, e in minutes(30, ac)]
+    streaming = MeterDetector("m")
+    started = [
+        tr for _, t, p, e in rows for tr in streaming.update(t, p, e) if tr.state is S.STARTED
+    ]
+    assert len(started) == 1  # the control: without memory the first run is taken
+    assert list(detect(rows)) == []
