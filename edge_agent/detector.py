@@ -70,6 +70,7 @@ class DetectorConfig:
     edge_fraction: float = 0.6
     resume_fraction: float = 0.75
     resume_confirm_s: float = 8 * 60.0
+    proven_resume_s: float = 25 * 60.0
     suspend_after_s: float = 5 * 60.0
     pause_max_s: float = 30 * 60.0
     max_gap_s: float = 20 * 60.0
@@ -177,6 +178,7 @@ class _Session:
     stacked: int = 0
     resumes: int = 0
     solar: bool = False  # the house exported lately: generation behind the meter
+    proven: bool = False  # confirmed against a cycler of its size (it outlasted or stacked)
 
 
 @dataclass
@@ -425,7 +427,10 @@ class MeterDetector:
             and self._cycling_nearby(t, level)
         ):
             return []  # a cycling appliance of this size ran lately: wait for more evidence
-        return [self._confirm(t, level, min(excess, level))]
+        started = self._confirm(t, level, min(excess, level))
+        assert self.session is not None
+        self.session.proven = self._cycling_nearby(t, level)
+        return [started]
 
     def _postcheck(self, t: float, p: float) -> list[Transition]:
         excess = p - self.cand_base
@@ -703,11 +708,14 @@ class MeterDetector:
             if s.resume_since is None:
                 s.resume_since = t
             s.last_ev_w = min(excess, s.level_w)
-            if t - s.resume_since >= min(cfg.resume_confirm_s, cfg.pause_max_s):
+            cycling = self._cycling_nearby(t, s.level_w)
+            # A session that proved itself against the cycler of its size may resume, once
+            # the load back has outlasted that cycler's runs.
+            hold = cfg.proven_resume_s if cycling and s.proven else cfg.resume_confirm_s
+            if t - s.resume_since >= min(hold, cfg.pause_max_s):
                 # Off and on again at the same level is also how a cycling appliance looks.
-                cycling = self._cycling_nearby(t, s.level_w)
                 self.recent_cycles.append([t, s.level_w])
-                if cycling or s.resumes >= cfg.max_resumes:
+                if (cycling and not s.proven) or s.resumes >= cfg.max_resumes:
                     return self._restart_candidate(t, p, s)
                 s.resumes += 1
                 self.phase = Phase.CHARGING

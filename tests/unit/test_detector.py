@@ -446,3 +446,17 @@ def test_a_charge_that_tapers_off_is_found_among_same_size_ac_cycles():
     assert ended.stop_time == pytest.approx(T0 + 6 * 3600 + 120 * 60, abs=10 * 60)
     assert ended.ev_peak_power_w == pytest.approx(3600, rel=0.03)
     assert ended.ev_energy_wh == pytest.approx(3600 * 100 / 60 + 2250 * 20 / 60, rel=0.08)
+
+
+def test_a_charge_proven_against_the_cycler_may_pause_and_resume():
+    """The charge above, proven by the AC cycling on top of it, pauses for 10 min and resumes
+    for 65 min: one session to the end, although the load that came back has the AC's size.
+    (The test above is the other half: the AC's own next cycle after the end is not taken in.)"""
+    ac = _ac_cycles(60, 600, 12, 18, 3500.0)
+    first, second = window(6, 6 + 100 / 60, 3600.0), window(7 + 50 / 60, 8 + 55 / 60, 3600.0)
+    _, out = run(trace(60, 11, lambda t: ac(t) + first(t) + second(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert S.UPDATED in states(out)
+    assert len({tr.transaction_id for tr in out}) == 1
+    assert out[0].start_time == pytest.approx(T0 + 6 * 3600, abs=60)
+    assert out[-1].stop_time == pytest.approx(T0 + 8 * 3600 + 55 * 60, abs=120)
