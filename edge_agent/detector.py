@@ -264,9 +264,13 @@ class MeterDetector:
     def _ev_energy(s: _Session) -> float:
         if s.solar:
             return s.ev_wh  # the sun may have charged the EV: the import register holds less
+        if not 0.5 * s.house_wh <= s.meter_wh <= 2.0 * s.house_wh:
+            # The register does not count what the power readings say was used (kWh where Wh
+            # was meant, energy per interval rather than a cumulative count, a stuck register).
+            return s.ev_wh
         # Register delta minus the house's own energy: the EV's share of what the meter counted.
         from_register = s.meter_wh - max(0.0, s.house_wh - s.ev_wh)
-        return min(max(from_register, 0.0), s.meter_wh) if s.meter_wh > 0 else s.ev_wh
+        return min(max(from_register, 0.0), s.meter_wh)
 
     def _confidence(self, s: _Session, duration: float) -> float:
         mean = s.excess_sum / s.samples if s.samples else s.level_w

@@ -181,6 +181,22 @@ def test_missing_register_falls_back_to_power():
     assert out[-1].ev_energy_wh == pytest.approx(7000, rel=0.03)
 
 
+@pytest.mark.parametrize(
+    "register",
+    [
+        pytest.param(lambda e, p: e / 1000.0, id="kWh"),
+        pytest.param(lambda e, p: p / 60.0, id="energy-per-interval"),
+        pytest.param(lambda e, p: 1_000_000.0, id="stuck"),
+    ],
+)
+def test_a_register_that_disagrees_with_power_is_not_used(register):
+    """A register in kWh, one holding each interval's energy instead of a running count, or a
+    stuck one: EV energy comes from power, not from their tiny or zero deltas."""
+    readings = [(t, p, register(e, p)) for t, p, e in trace(60, 6, window(1, 3, 3500))]
+    _, out = run(readings)
+    assert out[-1].ev_energy_wh == pytest.approx(7000, rel=0.03)
+
+
 def test_session_relative_register():
     """A register counting from zero at each session start (seed 002) still gives EV energy."""
     readings = trace(60, 6, window(1, 3, 3500))
