@@ -1,7 +1,9 @@
 """Offline detection over a historical file (``python -m edge_agent detect``).
 
 Reads CSV ``timestamp,power_w,energy_wh`` or Pleevi measurement JSON Lines, runs the same
-detector the live agent runs, and yields one Itron-named record per session.
+detector the live agent runs over each meter's readings in time order (primed with the cycling
+loads of the file's first days, as a running agent would know them), and yields one
+Itron-named record per session.
 """
 
 from __future__ import annotations
@@ -105,16 +107,20 @@ def detect(
 ) -> Iterator[Transition]:
     """All ``Ended`` transitions in ``readings``, meter by meter (open sessions end at EOF).
 
-    A running agent remembers the appliances that cycled in the days before; a file starts
-    without that memory, so its first days would be judged on less evidence than the rest.
-    Each meter's detector is primed with the cycles seen in the file's first
-    ``cycle_lookback_s`` (a first pass over those readings), then runs over the whole file.
+    Each meter's readings are taken in time order. A running agent remembers the appliances
+    that cycled in the days before; a file starts without that memory, so its first days would
+    be judged on less evidence than the rest. Each meter's detector is primed with the cycles
+    seen in the file's first ``cycle_lookback_s`` (a first pass over those readings), then
+    runs over the whole file.
     """
     config = config or DetectorConfig()
     by_meter: dict[str, list[Reading]] = {}
     for reading in readings:
         by_meter.setdefault(reading[0], []).append(reading)
     for asset_id, rows in by_meter.items():
+        # A historical file has no arrival order to respect: files concatenated out of order
+        # are read in time order (a repeated timestamp keeps its first row).
+        rows.sort(key=lambda reading: reading[1])
         det = MeterDetector(asset_id, config)
         det.recent_cycles = _cycles_early_in(rows, config)
         for _, t, power, energy in rows:

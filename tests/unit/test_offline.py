@@ -108,3 +108,13 @@ def test_a_file_starts_with_the_memory_of_its_first_days_cycles():
     ]
     assert len(started) == 1  # the control: without memory the first run is taken
     assert list(detect(rows)) == []
+
+
+def test_a_file_concatenated_out_of_order_is_read_in_time_order(tmp_path):
+    rows = minutes(6, charge)
+    path = write_csv(tmp_path / "meter-7.csv", rows[180:] + rows[:180])  # 03:00-06:00 first
+    out = cli(path)
+    assert out.returncode == 0, out.stderr
+    [record] = [json.loads(line) for line in out.stdout.splitlines()]
+    assert record["ChargeStartTime"] == "2024-07-03T02:00:00Z"
+    assert record["ChargeEndTime"] == "2024-07-03T04:00:00Z"
