@@ -92,6 +92,8 @@ class DetectorConfig:
     solar_export_w: float = 100.0
     drift_fraction: float = 0.6
     taper_min_s: float = 6 * 60.0
+    coarse_interval_s: float = 5 * 60.0
+    coarse_steadiness: float = 0.6
     tapered_confirm_s: float = 30 * 60.0
 
 
@@ -422,7 +424,12 @@ class MeterDetector:
         level = self._candidate_level()
         if age < cfg.confirm_s and not self._one_large_step(level):
             return []
-        if level < cfg.min_ev_power_w or level > cfg.max_ev_power_w or self._drifting(level):
+        if (
+            level < cfg.min_ev_power_w
+            or level > cfg.max_ev_power_w
+            or self._drifting(level)
+            or self._duty_cycling()
+        ):
             self._abandon_candidate(t)
             return []
         if (
@@ -480,6 +487,16 @@ class MeterDetector:
         return (
             lately is not None and lately - self.cand_early_min > self.config.drift_fraction * level
         )
+
+    def _duty_cycling(self) -> bool:
+        """At coarse resolution a compressor's cycles blur into interval means that rise and
+        fall with its duty cycle; a charger's means hold its level (loads on top only add).
+        A candidate whose lowest full interval falls well below its upper quartile is cycling."""
+        if self.interval_s < self.config.coarse_interval_s:
+            return False
+        body = self.cand_sorted  # the first, partial interval left out
+        upper = body[3 * len(body) // 4] if body else 0.0
+        return len(body) >= 3 and body[0] < self.config.coarse_steadiness * upper
 
     def _add_excess(self, excess: float) -> None:
         # The first reading is a partial edge; the sorted body gives the level in O(1) (at

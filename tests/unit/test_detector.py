@@ -476,3 +476,19 @@ def test_a_charge_proven_against_the_cycler_may_pause_and_resume():
     assert len({tr.transaction_id for tr in out}) == 1
     assert out[0].start_time == pytest.approx(T0 + 6 * 3600, abs=60)
     assert out[-1].stop_time == pytest.approx(T0 + 8 * 3600 + 55 * 60, abs=120)
+
+
+def _interval_means(load, step_s: float):
+    """``load(t)`` averaged over each reading's interval, as a meter reporting means gives it."""
+    return lambda t: sum(load(t + s) for s in range(0, int(step_s), 60)) / (step_s // 60)
+
+
+def test_at_15_min_an_ac_duty_cycling_all_afternoon_is_not_a_charge():
+    """Every 15-min mean of an afternoon of 20 min on, 10 off is well above the floor; their
+    rise and fall with the duty cycle gives the compressor away. A charge's means hold."""
+    ac = _ac_cycles(60, 480, 20, 10, 4000.0)
+    _, out = run(trace(900, 10, _interval_means(ac, 900)))
+    assert S.STARTED not in states(out)
+    _, out = run(trace(900, 10, _interval_means(window(2, 5, 3500.0), 900)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[-1].ev_energy_wh == pytest.approx(3 * 3500, rel=0.05)
