@@ -90,6 +90,9 @@ def main() -> None:
         "--solar", action="store_true", help="rooftop PV behind every meter (net power)"
     )
     parser.add_argument(
+        "--pool", action="store_true", help="a pool pump on a timer in a third of hot houses"
+    )
+    parser.add_argument(
         "--ev-kw",
         type=float,
         nargs=2,
@@ -120,6 +123,7 @@ def main() -> None:
                 step_s=1 if resolution == 1 else 10,
                 hot_climate=seed % 4 != 3,
                 solar=args.solar,
+                pool=args.pool,
             )
             trace = simulate_household(seed, spec, real).resample(resolution)
             if args.ev_kw and not any(

@@ -6,10 +6,10 @@ refrigerator cycles, lighting and cooking noise) or real: one French household's
 (Hebrail & Berard, UCI ML Repository, CC BY 4.0), which already carries real confounders.
 On top come the confounders that fool simple detectors: air-conditioning compressor cycles
 (2.5-4 kW, continuous on hot afternoons), electric water heaters (~4.5 kW), dryers, ovens,
-ranges and well pumps; optionally rooftop solar behind the meter (net power, clouds). EVs
-charge at Level 1 (1.4-1.9 kW) or Level 2 (3.3-11.5 kW) with soft start, taper near full,
-pauses and timer starts; session start hours and energies are drawn from real residential
-sessions (Sorensen et al. 2021, CC BY 4.0) when that file is given.
+ranges and well pumps; optionally pool pumps on daily timers and rooftop solar behind the
+meter (net power, clouds). EVs charge at Level 1 (1.4-1.9 kW) or Level 2 (3.3-11.5 kW) with
+soft start, taper near full, pauses and timer starts; session start hours and energies are
+drawn from real residential sessions (Sorensen et al. 2021, CC BY 4.0) when that file is given.
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ class HouseholdSpec:
     sessions_per_day: float = 0.8
     start: datetime = datetime(2024, 7, 1, tzinfo=UTC)
     solar: bool = False  # rooftop PV: the meter sees net power and counts imported energy
+    pool: bool = False  # a third of hot-climate houses get a pool pump on a daily timer
 
 
 def _on(power: FloatArray, a: int, b: int, watts: float | FloatArray) -> None:
@@ -248,6 +249,19 @@ def _confounders(
             _on(power, a, a + s(rng.uniform(120, 600)), rng.uniform(900, 1500))
 
 
+def _pool_pump(power: FloatArray, rng: np.random.Generator, days: int, step: int) -> None:
+    """A hot-climate house's pool pump (a third of them): 1.1-2.2 kW, on a timer that starts it
+    at the same minute every day (a few minutes of clock drift) and runs it 4-10 h."""
+    if rng.random() >= 1 / 3:
+        return
+    watts = rng.uniform(1100, 2200)
+    start_h, hours = rng.uniform(6, 12), rng.uniform(4, 10)
+    for day in range(days):
+        a = int((day * DAY_S + start_h * 3600 + rng.uniform(-180, 180)) / step)
+        b = a + int(hours * 3600 / step)
+        _on(power, a, b, watts * (1 + rng.normal(0, 0.01, max(0, min(b, len(power)) - a))))
+
+
 def _solar(rng: np.random.Generator, n: int, step: int) -> FloatArray:
     """Rooftop PV output (W): a 3-7 kW system's summer day, with passing clouds of 2-20 min
     that cut it to 20-70% (the steps a net meter sees when the sun goes in)."""
@@ -302,6 +316,9 @@ def simulate_household(
     else:
         power = _synthetic_base(rng, n, step)
         _confounders(power, rng, spec, step)
+
+    if spec.pool and spec.hot_climate:  # own generator, as for solar: the house stays the same
+        _pool_pump(power, np.random.default_rng(seed + 2_000_003), spec.days, step)
 
     level = spec.ev_level_w
     if level is None:
