@@ -6,7 +6,8 @@ Households: half on the real UCI base load (with added hot-climate confounders),
 all with AC cycles, water heaters, dryers, ovens, ranges and well pumps; EV sessions' start hours
 and energies drawn from the real Norwegian residential sessions. A naive baseline (power above
 the house's median by >= 1.2 kW for >= 15 min) is scored on the same traces in the same run.
-With ``--solar`` every house also has rooftop PV behind its meter (net power, passing clouds).
+With ``--solar`` every house also has rooftop PV behind its meter (net power, passing clouds);
+with ``--pool`` a third of the hot-climate houses have a pool pump on a daily timer.
 """
 
 from __future__ import annotations
