@@ -17,7 +17,11 @@ How it separates the EV from the house:
   size must hold ``cyclic_confirm_s``, or run ``cyclic_min_s`` and stay off ``post_check_s``,
   unless a load of its own size cycled on top of it (``stack_min_count`` times): an AC does not
   cycle on top of itself. If the load a candidate began with switches off while a later one
-  remains (an EV plugged in while the AC ran), the candidate follows the later one.
+  remains (an EV plugged in while the AC ran), the candidate follows the later one. A held-back
+  candidate whose excess then tapers off over minutes is an EV (a filling battery winds its
+  charge down; an appliance stops in a step).
+* At coarse resolution (``coarse_interval_s``) a candidate whose interval means rise and fall
+  with a duty cycle is a compressor: a charger's means hold its level.
 * While charging, EV power = excess over the pre-session floor, capped near the session's
   confirmed level (``level_drift``), so appliances riding on top of the EV are not counted;
   once a load on top switches off for a while, the steady level left shows the EV's own
@@ -29,11 +33,13 @@ How it separates the EV from the house:
   still runs on top); after a gradual one it is the taper's end. A stop shorter
   than ``pause_max_s`` with a return to the same level is a pause (``SuspendedEV`` then
   ``Updated``); a longer one ends the session at the stop time. A second resume, or one that
-  matches a remembered cycler, ends the session and follows the new load as a candidate.
+  matches a remembered cycler, ends the session and follows the new load as a candidate, unless
+  the session was confirmed against that cycler and the load back outlasts its runs.
 * EV energy comes from the register: register delta over the session minus the house's own
   energy (whole-house power minus EV power), so the base load is removed. Intervals whose
   register delta is missing, negative (reset, rollover, relative register) or implausible use
-  power x time instead; a session never uses a zero or missing register baseline.
+  power x time instead; a session never uses a zero or missing register baseline, nor a
+  register that disagrees with the power readings over the session.
 
 Readings: timestamps are taken as interval starts (a minute mean labelled at its minute), which
 fixes how partial first/last intervals are interpolated. A repeated timestamp is ignored, an
@@ -92,9 +98,9 @@ class DetectorConfig:
     solar_export_w: float = 100.0
     drift_fraction: float = 0.6
     taper_min_s: float = 6 * 60.0
+    tapered_confirm_s: float = 30 * 60.0
     coarse_interval_s: float = 5 * 60.0
     coarse_steadiness: float = 0.6
-    tapered_confirm_s: float = 30 * 60.0
 
 
 class Phase(StrEnum):
@@ -432,15 +438,16 @@ class MeterDetector:
         ):
             self._abandon_candidate(t)
             return []
+        cycling = self._cycling_nearby(t, level)
         if (
-            self.cand_stacked < cfg.stack_min_count
+            cycling
+            and self.cand_stacked < cfg.stack_min_count
             and t - self.cand_start < cfg.cyclic_confirm_s
-            and self._cycling_nearby(t, level)
         ):
             return []  # a cycling appliance of this size ran lately: wait for more evidence
         started = self._confirm(t, level, min(excess, level))
         assert self.session is not None
-        self.session.proven = self._cycling_nearby(t, level)
+        self.session.proven = cycling  # it outlasted that cycler, or one ran on top of it
         return [started]
 
     def _postcheck(self, t: float, p: float) -> list[Transition]:
