@@ -101,6 +101,9 @@ class DetectorConfig:
     tapered_confirm_s: float = 30 * 60.0
     coarse_interval_s: float = 5 * 60.0
     coarse_steadiness: float = 0.6
+    # Offline mode only (a whole file's sessions at once): see ``offline._of_the_households_ev``.
+    household_min_sessions: int = 4
+    household_level_fraction: float = 0.5
 
 
 class Phase(StrEnum):

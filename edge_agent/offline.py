@@ -3,12 +3,14 @@
 Reads CSV ``timestamp,power_w,energy_wh`` or Pleevi measurement JSON Lines, runs the same
 detector the live agent runs over each meter's readings in time order (primed with the cycling
 loads of the file's first days, as a running agent would know them), and yields one
-Itron-named record per session.
+Itron-named record per session, leaving out those at under half the house's typical charging
+power (seen over the whole file, they are other loads).
 """
 
 from __future__ import annotations
 
 import csv
+import statistics
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -111,7 +113,8 @@ def detect(
     that cycled in the days before; a file starts without that memory, so its first days would
     be judged on less evidence than the rest. Each meter's detector is primed with the cycles
     seen in the file's first ``cycle_lookback_s`` (a first pass over those readings), then
-    runs over the whole file.
+    runs over the whole file; its sessions are then judged together (see
+    ``_of_the_households_ev``).
     """
     config = config or DetectorConfig()
     by_meter: dict[str, list[Reading]] = {}
@@ -123,11 +126,23 @@ def detect(
         rows.sort(key=lambda reading: reading[1])
         det = MeterDetector(asset_id, config)
         det.recent_cycles = _cycles_early_in(rows, config)
-        for _, t, power, energy in rows:
-            for tr in det.update(t, power, energy):
-                if tr.state is TransactionState.ENDED:
-                    yield tr
-        yield from det.finish()
+        ended = [
+            tr
+            for _, t, power, energy in rows
+            for tr in det.update(t, power, energy)
+            if tr.state is TransactionState.ENDED
+        ]
+        yield from _of_the_households_ev(ended + det.finish(), config)
+
+
+def _of_the_households_ev(ended: list[Transition], config: DetectorConfig) -> list[Transition]:
+    """A house's charges share one power (one car, one charger). Seen over a whole file, a
+    "session" at under half the house's typical session power is another load (a well pump, the
+    base load climbing for hours), not its EV."""
+    if len(ended) < config.household_min_sessions:
+        return ended
+    typical = statistics.median(tr.ev_peak_power_w for tr in ended)
+    return [tr for tr in ended if tr.ev_peak_power_w >= config.household_level_fraction * typical]
 
 
 def _cycles_early_in(rows: list[Reading], config: DetectorConfig) -> list[list[float]]:

@@ -118,3 +118,25 @@ def test_a_file_concatenated_out_of_order_is_read_in_time_order(tmp_path):
     [record] = [json.loads(line) for line in out.stdout.splitlines()]
     assert record["ChargeStartTime"] == "2024-07-03T02:00:00Z"
     assert record["ChargeEndTime"] == "2024-07-03T04:00:00Z"
+
+
+def test_a_load_at_under_half_the_houses_charging_power_is_not_its_ev():
+    """Five nights of 3.6 kW charging and, one morning, a 1.4 kW load for two hours. Read
+    reading by reading it is a session (an L1 charger looks like that); over the whole file the
+    house's charges are all at 3.6 kW, and the 1.4 kW run is another load."""
+
+    def load(m: int) -> float:
+        day, minute = divmod(m, 1440)
+        if 120 <= minute < 240:
+            return 3600.0
+        return 1400.0 if day == 2 and 600 <= minute < 720 else 0.0
+
+    rows = [("m", t.timestamp(), p, e) for t, p, e in minutes(5 * 24, load)]
+    streaming = MeterDetector("m")
+    started = [
+        tr for _, t, p, e in rows for tr in streaming.update(t, p, e) if tr.state is S.STARTED
+    ]
+    assert len(started) == 6  # the control: the 1.4 kW run is taken, read alone
+    found = list(detect(rows))
+    assert len(found) == 5
+    assert {round(tr.ev_peak_power_w, -2) for tr in found} == {3600}
