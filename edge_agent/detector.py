@@ -26,6 +26,10 @@ How it separates the EV from the house:
   confirmed level (``level_drift``), so appliances riding on top of the EV are not counted;
   once a load on top switches off for a while, the steady level left shows the EV's own
   power and becomes the cap.
+* When the house's own charging power is known (``ev_level_hint``: the offline mode learns it
+  from a first run over the whole file), a candidate at that power counts only cyclers within
+  ``hint_tolerance`` of it, a resume must come back at about that power, and a session
+  confirmed with another load on top is capped at it.
 * A load larger than any single appliance (``large_load_w``) that came on in one step, with
   nothing rising on top, is confirmed after ``large_confirm_s``.
 * Charging stops when the excess falls under ``low_fraction`` of the level. After a sharp final
@@ -101,9 +105,12 @@ class DetectorConfig:
     tapered_confirm_s: float = 30 * 60.0
     coarse_interval_s: float = 5 * 60.0
     coarse_steadiness: float = 0.6
-    # Offline mode only (a whole file's sessions at once): see ``offline._of_the_households_ev``.
+    # Offline mode only (a whole file's sessions at once): see ``offline._of_the_households_ev``
+    # and, for the hint_* settings, ``MeterDetector.ev_level_hint``.
     household_min_sessions: int = 4
     household_level_fraction: float = 0.5
+    hint_tolerance: float = 0.08
+    hint_resume_band: float = 0.15
 
 
 class Phase(StrEnum):
@@ -210,6 +217,7 @@ class MeterDetector:
     plateau: _RollingMin = field(init=False)
     lately: _RollingMin = field(init=False)  # power just before the reading (step test)
     held: _RollingMin = field(init=False)  # a session's lowest excess of the last half hour
+    ev_level_hint: float | None = None  # the house's own charging power, when known
     exported_at: float | None = None  # last reading of export (rooftop solar behind the meter)
     # Candidate (PENDING) state
     cand_start: float = 0.0
@@ -523,23 +531,27 @@ class MeterDetector:
     def _confirm(self, t: float, level: float, ev_now: float) -> Transition:
         dt = self.interval_s
         start = self._interpolated_start(level)
-        ev_wh = sum(min(x, level) for x in self.cand_excess[:-1]) * dt / 3600.0
-        if self.phase is Phase.POSTCHECK:
-            ev_wh = sum(min(x, level) for x in self.cand_excess) * dt / 3600.0
+        own = level
+        hint = self.ev_level_hint
+        if hint is not None and level > (1 + self.config.hint_tolerance) * hint:
+            own = hint  # another load ran on top through the confirmation
+        counted = self.cand_excess if self.phase is Phase.POSTCHECK else self.cand_excess[:-1]
+        ev_wh = sum(min(x, own) for x in counted) * dt / 3600.0
         tx = uuid.uuid5(_TX_NAMESPACE, f"{self.asset_id}|{start:.0f}|{DETECTOR_VERSION}")
         self.session = s = _Session(
             transaction_id=str(tx),
             start=start,
             base_w=self.cand_base,
             level_w=level,
-            peak_w=level,
+            peak_w=own,
             ev_wh=ev_wh,
             meter_wh=self.cand_meter_wh,
             house_wh=self.cand_house_wh,
-            last_ev_w=ev_now,
+            last_ev_w=min(ev_now, own),
             last_high=t,
             stacked=self.cand_stacked,
             solar=self._solar(t),
+            own_w=own if own < level else 0.0,
         )
         for x in self.cand_excess[1:]:
             s.excess_sum += min(x, level * 1.5)
@@ -563,10 +575,12 @@ class MeterDetector:
 
     def _cycling_nearby(self, t: float, level: float) -> bool:
         horizon = t - self.config.cycle_lookback_s
+        tol = self.config.cycle_tolerance
+        hint = self.ev_level_hint
+        if hint is not None and abs(level - hint) <= self.config.hint_tolerance * hint:
+            tol = self.config.hint_tolerance
         similar = [
-            c
-            for c in self.recent_cycles
-            if c[0] >= horizon and abs(c[1] - level) <= self.config.cycle_tolerance * level
+            c for c in self.recent_cycles if c[0] >= horizon and abs(c[1] - level) <= tol * level
         ]
         return len(similar) >= self.config.cycle_min_count
 
@@ -730,11 +744,15 @@ class MeterDetector:
 
         # PAUSED
         assert s.low_since is not None
-        resumed = (
-            max(cfg.resume_fraction * s.level_w, cfg.min_ev_power_w * 0.7)
-            <= excess
-            <= (2 - cfg.resume_fraction) * s.level_w
-        ) or (s.resume_since is not None and excess >= cfg.resume_fraction * s.level_w)
+        low, high = cfg.resume_fraction * s.level_w, (2 - cfg.resume_fraction) * s.level_w
+        hint = self.ev_level_hint
+        if hint is not None and abs(s.level_w - hint) <= cfg.hint_tolerance * hint:
+            # The house's charging power is known: only a load of that size resumes.
+            band = cfg.hint_resume_band
+            low, high = (1 - band) * hint, (1 + band) * hint
+        resumed = max(low, cfg.min_ev_power_w * 0.7) <= excess <= high or (
+            s.resume_since is not None and excess >= cfg.resume_fraction * s.level_w
+        )
         if resumed:
             if s.resume_since is None:
                 s.resume_since = t

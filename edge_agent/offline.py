@@ -4,7 +4,8 @@ Reads CSV ``timestamp,power_w,energy_wh`` or Pleevi measurement JSON Lines, runs
 detector the live agent runs over each meter's readings in time order (primed with the cycling
 loads of the file's first days, as a running agent would know them), and yields one
 Itron-named record per session, leaving out those at under half the house's typical charging
-power (seen over the whole file, they are other loads).
+power (seen over the whole file, they are other loads). Knowing that power from a first run,
+it runs a second time with it (an AC a fifth smaller than the EV is then not the EV's size).
 """
 
 from __future__ import annotations
@@ -114,25 +115,43 @@ def detect(
     be judged on less evidence than the rest. Each meter's detector is primed with the cycles
     seen in the file's first ``cycle_lookback_s`` (a first pass over those readings), then
     runs over the whole file; its sessions are then judged together (see
-    ``_of_the_households_ev``).
+    ``_of_the_households_ev``). With enough of them the house's own charging power is known,
+    and a second run uses it (``MeterDetector.ev_level_hint``).
     """
     config = config or DetectorConfig()
     by_meter: dict[str, list[Reading]] = {}
     for reading in readings:
         by_meter.setdefault(reading[0], []).append(reading)
-    for asset_id, rows in by_meter.items():
+    for rows in by_meter.values():
         # A historical file has no arrival order to respect: files concatenated out of order
         # are read in time order (a repeated timestamp keeps its first row).
         rows.sort(key=lambda reading: reading[1])
-        det = MeterDetector(asset_id, config)
-        det.recent_cycles = _cycles_early_in(rows, config)
-        ended = [
-            tr
-            for _, t, power, energy in rows
-            for tr in det.update(t, power, energy)
-            if tr.state is TransactionState.ENDED
-        ]
-        yield from _of_the_households_ev(ended + det.finish(), config)
+        cycles = _cycles_early_in(rows, config)
+        kept = _of_the_households_ev(_sessions(rows, config, cycles), config)
+        if len(kept) >= config.household_min_sessions:
+            # Second pass, knowing the house's own charging power from the first.
+            power = statistics.median(tr.ev_peak_power_w for tr in kept)
+            kept = _of_the_households_ev(_sessions(rows, config, cycles, power), config)
+        yield from kept
+
+
+def _sessions(
+    rows: list[Reading],
+    config: DetectorConfig,
+    cycles: list[list[float]],
+    ev_power_w: float | None = None,
+) -> list[Transition]:
+    """The ``Ended`` transitions of one meter's readings, from a primed detector."""
+    det = MeterDetector(rows[0][0], config)
+    det.recent_cycles = [list(c) for c in cycles]
+    det.ev_level_hint = ev_power_w
+    ended = [
+        tr
+        for _, t, power, energy in rows
+        for tr in det.update(t, power, energy)
+        if tr.state is TransactionState.ENDED
+    ]
+    return ended + det.finish()
 
 
 def _of_the_households_ev(ended: list[Transition], config: DetectorConfig) -> list[Transition]:

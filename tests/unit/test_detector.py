@@ -492,3 +492,20 @@ def test_at_15_min_an_ac_duty_cycling_all_afternoon_is_not_a_charge():
     _, out = run(trace(900, 10, _interval_means(window(2, 5, 3500.0), 900)))
     assert sessions(out) == [S.STARTED, S.ENDED]
     assert out[-1].ev_energy_wh == pytest.approx(3 * 3500, rel=0.05)
+
+
+def test_with_the_houses_charging_power_known_a_load_on_top_is_not_ev_energy():
+    """A 3 kW load runs on top of a 3.6 kW charge through its first 50 min (the whole
+    confirmation), then leaves. Knowing the house charges at 3.6 kW, the session is capped
+    there from the start; without it, the first 50 min count both loads."""
+    ev = window(1, 3, 3600.0)
+    on_top = window(1, 1 + 50 / 60, 3000.0)
+    readings = trace(60, 5, lambda t: ev(t) + on_top(t))
+    _, plain = run(readings)
+    hinted = MeterDetector("m1")
+    hinted.ev_level_hint = 3600.0
+    _, out = run(readings, detector=hinted)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[-1].ev_energy_wh == pytest.approx(7200, rel=0.03)
+    assert out[-1].ev_peak_power_w == pytest.approx(3600, rel=0.03)
+    assert plain[-1].ev_energy_wh > 8500  # the control: the load on top was counted

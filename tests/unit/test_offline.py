@@ -140,3 +140,30 @@ def test_a_load_at_under_half_the_houses_charging_power_is_not_its_ev():
     found = list(detect(rows))
     assert len(found) == 5
     assert {round(tr.ev_peak_power_w, -2) for tr in found} == {3600}
+
+
+def test_knowing_the_houses_charging_power_tells_a_smaller_ac_from_the_ev():
+    """Four nights of 3.6 kW charging, then a day when a 2.9 kW AC cycles (15 min on, 15 off)
+    before and right after a 100 min charge at 3.6 kW. Read reading by reading, the AC is
+    within a quarter of the charge's size: the charge is held to the cycler rule and dropped
+    when the AC's next cycle follows it. Over the whole file the house charges at 3.6 kW, and a
+    2.9 kW cycler is not that."""
+
+    def load(m: int) -> float:
+        day, minute = divmod(m, 1440)
+        if day < 4:
+            return 3600.0 if 120 <= minute < 240 else 0.0
+        on = (600 <= minute < 840 or 945 <= minute < 1200) and (minute - 600) % 30 < 15
+        return (2900.0 if on else 0.0) + (3600.0 if 840 <= minute < 940 else 0.0)
+
+    rows = [("m", t.timestamp(), p, e) for t, p, e in minutes(5 * 24, load)]
+    streaming = MeterDetector("m")
+    started = [
+        tr for _, t, p, e in rows for tr in streaming.update(t, p, e) if tr.state is S.STARTED
+    ]
+    assert len(started) == 4  # the control: the fifth day's charge is lost, read alone
+    found = list(detect(rows))
+    assert len(found) == 5
+    fifth = found[-1]
+    assert fifth.start_time == pytest.approx(START.timestamp() + 4 * 86_400 + 840 * 60, abs=120)
+    assert fifth.ev_energy_wh == pytest.approx(3600 * 100 / 60, rel=0.1)
