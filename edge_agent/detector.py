@@ -29,7 +29,8 @@ How it separates the EV from the house:
 * When the house's own charging power is known (``ev_level_hint``: the offline mode learns it
   from a first run over the whole file), a candidate at that power counts only cyclers within
   ``hint_tolerance`` of it, a resume must come back at about that power, and a session
-  confirmed with another load on top is capped at it.
+  confirmed with another load on top is capped at it. A candidate at that power that began at
+  the minute the house's charging timer starts (``ev_timer_s``) is the EV, whatever cycles.
 * A load larger than any single appliance (``large_load_w``) that came on in one step, with
   nothing rising on top, is confirmed after ``large_confirm_s``.
 * Charging stops when the excess falls under ``low_fraction`` of the level. After a sharp final
@@ -111,6 +112,8 @@ class DetectorConfig:
     household_level_fraction: float = 0.5
     hint_tolerance: float = 0.08
     hint_resume_band: float = 0.15
+    timer_slack_s: float = 3 * 60.0
+    timer_min_sessions: int = 3
 
 
 class Phase(StrEnum):
@@ -218,6 +221,7 @@ class MeterDetector:
     lately: _RollingMin = field(init=False)  # power just before the reading (step test)
     held: _RollingMin = field(init=False)  # a session's lowest excess of the last half hour
     ev_level_hint: float | None = None  # the house's own charging power, when known
+    ev_timer_s: float | None = None  # the time of day (s, UTC) its charging timer starts
     exported_at: float | None = None  # last reading of export (rooftop solar behind the meter)
     # Candidate (PENDING) state
     cand_start: float = 0.0
@@ -452,6 +456,7 @@ class MeterDetector:
         cycling = self._cycling_nearby(t, level)
         if (
             cycling
+            and not self._on_the_ev_timer(level)
             and self.cand_stacked < cfg.stack_min_count
             and t - self.cand_start < cfg.cyclic_confirm_s
         ):
@@ -572,6 +577,15 @@ class MeterDetector:
             self.recent_cycles.append([t, self._candidate_level()])
         horizon = t - self.config.cycle_lookback_s
         self.recent_cycles = [c for c in self.recent_cycles if c[0] >= horizon]
+
+    def _on_the_ev_timer(self, level: float) -> bool:
+        """A candidate at the house's charging power that began at the minute its charging
+        timer starts (an off-peak rate's start): the EV, whatever cycles at night."""
+        timer, hint = self.ev_timer_s, self.ev_level_hint
+        if timer is None or hint is None or abs(level - hint) > self.config.hint_tolerance * hint:
+            return False
+        off = (self.cand_start - timer) % 86_400.0
+        return min(off, 86_400.0 - off) <= self.config.timer_slack_s
 
     def _cycling_nearby(self, t: float, level: float) -> bool:
         horizon = t - self.config.cycle_lookback_s

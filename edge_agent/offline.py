@@ -131,7 +131,8 @@ def detect(
         if len(kept) >= config.household_min_sessions:
             # Second pass, knowing the house's own charging power from the first.
             power = statistics.median(tr.ev_peak_power_w for tr in kept)
-            kept = _of_the_households_ev(_sessions(rows, config, cycles, power), config)
+            timer = _charging_timer(kept, config)
+            kept = _of_the_households_ev(_sessions(rows, config, cycles, power, timer), config)
         yield from kept
 
 
@@ -140,11 +141,12 @@ def _sessions(
     config: DetectorConfig,
     cycles: list[list[float]],
     ev_power_w: float | None = None,
+    timer_s: float | None = None,
 ) -> list[Transition]:
     """The ``Ended`` transitions of one meter's readings, from a primed detector."""
     det = MeterDetector(rows[0][0], config)
     det.recent_cycles = [list(c) for c in cycles]
-    det.ev_level_hint = ev_power_w
+    det.ev_level_hint, det.ev_timer_s = ev_power_w, timer_s
     ended = [
         tr
         for _, t, power, energy in rows
@@ -162,6 +164,18 @@ def _of_the_households_ev(ended: list[Transition], config: DetectorConfig) -> li
         return ended
     typical = statistics.median(tr.ev_peak_power_w for tr in ended)
     return [tr for tr in ended if tr.ev_peak_power_w >= config.household_level_fraction * typical]
+
+
+def _charging_timer(sessions: list[Transition], config: DetectorConfig) -> float | None:
+    """The time of day (s) at which several of a house's sessions started to the minute: a
+    charging timer (set to an off-peak rate's start), or None."""
+    starts = sorted(tr.start_time % 86_400.0 for tr in sessions)
+    best, best_count = None, 0
+    for s in starts:
+        near = [x for x in starts if min(abs(x - s), 86_400.0 - abs(x - s)) <= 60.0]
+        if len(near) > best_count:
+            best, best_count = s, len(near)
+    return best if best_count >= config.timer_min_sessions else None
 
 
 def _cycles_early_in(rows: list[Reading], config: DetectorConfig) -> list[list[float]]:

@@ -167,3 +167,29 @@ def test_knowing_the_houses_charging_power_tells_a_smaller_ac_from_the_ev():
     fifth = found[-1]
     assert fifth.start_time == pytest.approx(START.timestamp() + 4 * 86_400 + 840 * 60, abs=120)
     assert fifth.ev_energy_wh == pytest.approx(3600 * 100 / 60, rel=0.1)
+
+
+def test_a_charge_at_the_houses_timer_minute_is_its_ev_among_same_size_ac_cycles():
+    """Four nights the EV charges from 23:00 (an off-peak timer) at 3.6 kW. On the fifth, an AC
+    of 3.5 kW cycles before and right after a 100 min charge from 23:00. Read reading by
+    reading, a charge the AC's size is held to the cycler rule and dropped when the AC's next
+    cycle follows it; over the whole file, a load at the house's charging power starting at its
+    timer's minute is the EV."""
+
+    fifth = 4 * 1440 + 1380  # the fifth night's 23:00, in minutes from the start
+
+    def load(m: int) -> float:
+        charging = any(n * 1440 + 1380 <= m < n * 1440 + 1500 for n in range(4))
+        charging = charging or fifth <= m < fifth + 100
+        ac = (fifth - 180 <= m < fifth or fifth + 105 <= m) and m % 30 < 12
+        return (3600.0 if charging else 0.0) + (3500.0 if ac else 0.0)
+
+    rows = [("m", t.timestamp(), p, e) for t, p, e in minutes(5 * 24 + 4, load)]
+    streaming = MeterDetector("m")
+    started = [
+        tr for _, t, p, e in rows for tr in streaming.update(t, p, e) if tr.state is S.STARTED
+    ]
+    assert len(started) == 4  # the control: the fifth night's charge is lost, read alone
+    found = list(detect(rows))
+    assert len(found) == 5
+    assert found[-1].start_time == pytest.approx(START.timestamp() + fifth * 60, abs=120)
