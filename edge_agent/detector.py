@@ -758,13 +758,15 @@ class MeterDetector:
 
         # PAUSED
         assert s.low_since is not None
-        low, high = cfg.resume_fraction * s.level_w, (2 - cfg.resume_fraction) * s.level_w
+        band_low, band_high = cfg.resume_fraction * s.level_w, (2 - cfg.resume_fraction) * s.level_w
         hint = self.ev_level_hint
         if hint is not None and abs(s.level_w - hint) <= cfg.hint_tolerance * hint:
             # The house's charging power is known: only a load of that size resumes.
-            band = cfg.hint_resume_band
-            low, high = (1 - band) * hint, (1 + band) * hint
-        resumed = max(low, cfg.min_ev_power_w * 0.7) <= excess <= high or (
+            band_low, band_high = (
+                (1 - cfg.hint_resume_band) * hint,
+                (1 + cfg.hint_resume_band) * hint,
+            )
+        resumed = max(band_low, cfg.min_ev_power_w * 0.7) <= excess <= band_high or (
             s.resume_since is not None and excess >= cfg.resume_fraction * s.level_w
         )
         if resumed:
