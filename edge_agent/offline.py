@@ -14,7 +14,7 @@ import csv
 import math
 import statistics
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
@@ -145,6 +145,7 @@ class _MeterReadings:
     def __init__(self, asset_id: str) -> None:
         self.asset_id = asset_id
         self.times, self.powers, self.energies = array("d"), array("d"), array("d")
+        self.order: Sequence[int] | None = None
 
     def add(self, t: float, power: float, energy: float | None) -> None:
         self.times.append(t)
@@ -156,9 +157,11 @@ class _MeterReadings:
         respect, so files concatenated out of order are read in time order (a repeated
         timestamp keeps its first row)."""
         times, powers, energies = self.times, self.powers, self.energies
-        ordered = all(times[i] <= times[i + 1] for i in range(len(times) - 1))
-        order = range(len(times)) if ordered else sorted(range(len(times)), key=times.__getitem__)
-        for i in order:
+        if self.order is None or len(self.order) != len(times):  # worked out once, read thrice
+            ordered = all(times[i] <= times[i + 1] for i in range(len(times) - 1))
+            n = len(times)
+            self.order = range(n) if ordered else sorted(range(n), key=times.__getitem__)
+        for i in self.order:
             e = energies[i]
             yield times[i], powers[i], None if math.isnan(e) else e
 
