@@ -773,24 +773,27 @@ class MeterDetector:
             if s.resume_since is None:
                 s.resume_since = t
             s.last_ev_w = min(excess, s.level_w)
+            back_for = t - s.resume_since
+            if back_for < min(cfg.resume_confirm_s, cfg.pause_max_s):
+                return out
             cycling = self._cycling_nearby(t, s.level_w)
-            # A session that proved itself against the cycler of its size may resume, once
-            # the load back has outlasted that cycler's runs.
-            hold = cfg.proven_resume_s if cycling and s.proven else cfg.resume_confirm_s
-            if t - s.resume_since >= min(hold, cfg.pause_max_s):
-                # Off and on again at the same level is also how a cycling appliance looks.
-                self.recent_cycles.append([t, s.level_w])
-                if (cycling and not s.proven) or s.resumes >= cfg.max_resumes:
-                    return self._restart_candidate(t, p, s)
-                s.resumes += 1
-                self.phase = Phase.CHARGING
-                s.fall_edge = None
-                s.last_high = t
-                self.plateau.clear()
-                self.held.clear()
-                if s.suspended:
-                    out.append(self._transition(TransactionState.UPDATED, t, None))
-                s.suspended = False
+            if cycling and s.proven and back_for < min(cfg.proven_resume_s, cfg.pause_max_s):
+                # Proven against the cycler of its size: it resumes once the load back has
+                # outlasted that cycler's runs.
+                return out
+            # Off and on again at the same level is also how a cycling appliance looks.
+            self.recent_cycles.append([t, s.level_w])
+            if (cycling and not s.proven) or s.resumes >= cfg.max_resumes:
+                return self._restart_candidate(t, p, s)
+            s.resumes += 1
+            self.phase = Phase.CHARGING
+            s.fall_edge = None
+            s.last_high = t
+            self.plateau.clear()
+            self.held.clear()
+            if s.suspended:
+                out.append(self._transition(TransactionState.UPDATED, t, None))
+            s.suspended = False
             return out
         s.resume_since = None
         s.last_ev_w = 0.0

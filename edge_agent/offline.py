@@ -157,7 +157,7 @@ class _MeterReadings:
         respect, so files concatenated out of order are read in time order (a repeated
         timestamp keeps its first row)."""
         times, powers, energies = self.times, self.powers, self.energies
-        if self.order is None or len(self.order) != len(times):  # worked out once, read thrice
+        if self.order is None:  # worked out once (all readings are in by now), read thrice
             ordered = all(times[i] <= times[i + 1] for i in range(len(times) - 1))
             n = len(times)
             self.order = range(n) if ordered else sorted(range(n), key=times.__getitem__)
