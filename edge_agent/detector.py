@@ -104,6 +104,11 @@ class DetectorConfig:
     drift_fraction: float = 0.6
     taper_min_s: float = 6 * 60.0
     tapered_confirm_s: float = 30 * 60.0
+    taper_step: float = 0.1
+    taper_depth: float = 0.45
+    taper_window_s: float = 45 * 60.0
+    taper_flat_s: float = 5 * 60.0
+    taper_rebound: float = 0.06
     coarse_interval_s: float = 5 * 60.0
     coarse_steadiness: float = 0.6
     # Offline mode only (a whole file's sessions at once): see ``offline._of_the_households_ev``
@@ -202,6 +207,50 @@ class _Session:
     proven: bool = False  # confirmed against a cycler of its size (it outlasted or stacked)
 
 
+def _extend_trend(xs: list[float], trend: list[float], excess: float, step: float) -> None:
+    """Loads switching on and off step; a battery winding its charge down does not. ``trend``
+    sums the small changes of ``xs`` only, a reading behind (``excess`` is the reading about to
+    be appended): a change is part of a step when, with the reading before or after it, it
+    makes a large one (a load switching mid-interval splits its step over two readings)."""
+    if len(xs) >= 2:
+        change = xs[-1] - xs[-2]
+        small = (
+            abs(change) <= step
+            and abs(excess - xs[-2]) <= 2 * step
+            and (len(xs) < 3 or abs(xs[-1] - xs[-3]) <= 2 * step)
+        )
+        trend.append(trend[-1] + (change if small else 0.0))
+    elif len(xs) == 1:
+        trend.append(0.0)
+
+
+def _wound_down(
+    trend: list[float], level: float, dt: float, cfg: DetectorConfig
+) -> tuple[int, int] | None:
+    """(top, bottom) of a taper that ended ``taper_flat_s`` ago: the trend (steps left out)
+    wound down steadily by most of ``level`` within ``taper_window_s`` and has been flat since,
+    whatever loads switched on and off on top."""
+    flat_n = max(2, round(cfg.taper_flat_s / dt))
+    bottom = len(trend) - 1 - flat_n
+    if bottom < 0:
+        return None
+    tail = trend[bottom:]
+    if max(tail) - min(tail) > cfg.taper_step * level:
+        return None
+    lo = max(0, bottom - round(cfg.taper_window_s / dt))
+    top = max(range(lo, bottom + 1), key=trend.__getitem__)
+    if trend[top] - trend[bottom] < cfg.taper_depth * level:
+        return None
+    if (bottom - top) * dt < cfg.taper_min_s or top * dt < cfg.taper_min_s:
+        return None
+    low = trend[top]
+    for value in trend[top : bottom + 1]:  # winding down all the way, not a random walk
+        if value - low > cfg.taper_rebound * level:
+            return None
+        low = min(low, value)
+    return top, bottom
+
+
 @dataclass
 class MeterDetector:
     """Follows one meter. Feed readings with :meth:`update`; it returns transitions."""
@@ -229,6 +278,7 @@ class MeterDetector:
     cand_base: float = 0.0
     cand_excess: list[float] = field(default_factory=list)
     cand_sorted: list[float] = field(default_factory=list)  # cand_excess[1:], kept sorted
+    cand_trend: list[float] = field(default_factory=list)  # cand_excess without its steps
     cand_sum: float = 0.0
     cand_meter_wh: float = 0.0
     cand_house_wh: float = 0.0
@@ -385,6 +435,7 @@ class MeterDetector:
         self.cand_first_excess = self.cand_sum = excess
         self.cand_excess = [excess]
         self.cand_sorted = []
+        self.cand_trend = []
         self.cand_meter_wh = self.cand_house_wh = 0.0
         self.cand_stacked = 0
         self.on_top = None
@@ -460,6 +511,10 @@ class MeterDetector:
             and self.cand_stacked < cfg.stack_min_count
             and t - self.cand_start < cfg.cyclic_confirm_s
         ):
+            if int(t // 60) != int((self.last_t or t) // 60):  # judged once a minute
+                tapered = self._tapered_off()
+                if tapered is not None:
+                    return self._confirm_tapered(t, *tapered)
             return []  # a cycling appliance of this size ran lately: wait for more evidence
         started = self._confirm(t, level, min(excess, level))
         assert self.session is not None
@@ -501,6 +556,34 @@ class MeterDetector:
             return None
         return max((k for k in range(j, len(xs)) if xs[k] >= 0.9 * top), default=j)
 
+    def _tapered_off(self) -> tuple[int, int] | None:
+        """(top, bottom) readings of a taper under the candidate that ended a while ago (see
+        ``_wound_down``): an EV's charge tapered and stopped, perhaps under another load."""
+        if self._solar(self.cand_start):
+            return None  # the sun rising under a long run also lowers net power smoothly
+        dt = max(self.interval_s, 1.0)
+        found = _wound_down(self.cand_trend, self._candidate_level(), dt, self.config)
+        if found is None or found[1] * dt < self.config.tapered_confirm_s:
+            return None
+        return found
+
+    def _confirm_tapered(self, t: float, top: int, bottom: int) -> list[Transition]:
+        """The candidate was an EV that tapered off at ``bottom``: report it, at its level
+        before the taper, up to there; what runs on is another load's."""
+        before = sorted(self.cand_excess[1 : top + 1]) or [self._candidate_level()]
+        level = before[len(before) // 10]
+        dt = self.interval_s
+        stop = round(t - (len(self.cand_excess) - 1 - bottom) * dt)
+        del self.cand_excess[bottom + 1 :]
+        trend = self.cand_trend
+        for k in range(top, bottom + 1):
+            # Through the taper the EV drew its level less what its charge had wound down by,
+            # whatever ran on top.
+            own = level + trend[k] - trend[top]
+            self.cand_excess[k] = min(self.cand_excess[k], max(own, 0.0))
+        self.phase = Phase.POSTCHECK  # the whole (trimmed) candidate is past: all of it counts
+        return [self._confirm(t, level, 0.0), self._end(t, stop)]
+
     def _drifting(self, level: float) -> bool:
         """With solar behind the meter, a candidate whose lowest excess keeps climbing is the
         sun fading under it (after a cloud or an appliance's step), not a charger's flat draw."""
@@ -526,8 +609,12 @@ class MeterDetector:
         # 1 s resolution a held-back candidate asks for it on every reading).
         if self.cand_excess:
             bisect.insort(self.cand_sorted, excess)
+            _extend_trend(self.cand_excess, self.cand_trend, excess, self._trend_step())
         self.cand_excess.append(excess)
         self.cand_sum += excess
+
+    def _trend_step(self) -> float:
+        return self.config.taper_step * self._candidate_level()
 
     def _candidate_level(self) -> float:
         body = self.cand_sorted or self.cand_excess
@@ -666,7 +753,7 @@ class MeterDetector:
         if began - self.cand_start >= 180.0:
             self.recent_cycles.append([t, under])
         self._begin_candidate(began, self.cand_base, now)
-        self.cand_excess, self.cand_sum = [], 0.0
+        self.cand_excess, self.cand_sum, self.cand_trend = [], 0.0, []
         for excess, meter, house in samples:
             # Until it fell, the first layer ran underneath: the later load's own excess is
             # what is left above it (readings after the fall are already its own).
@@ -922,6 +1009,7 @@ class MeterDetector:
             "cand_first_excess": self.cand_first_excess,
             "cand_base": self.cand_base,
             "cand_excess": self.cand_excess,
+            "cand_trend": self.cand_trend,
             "cand_meter_wh": self.cand_meter_wh,
             "cand_house_wh": self.cand_house_wh,
             "cand_sum": self.cand_sum,
@@ -950,6 +1038,11 @@ class MeterDetector:
             setattr(det, name, state.get(name, getattr(det, name)))
         det.cand_excess = list(state["cand_excess"])
         det.cand_sorted = sorted(det.cand_excess[1:])
+        if "cand_trend" in state:
+            det.cand_trend = list(state["cand_trend"])
+        else:  # a snapshot from before the trend was kept: rebuilt at today's level
+            for i in range(1, len(det.cand_excess)):
+                _extend_trend(det.cand_excess[:i], det.cand_trend, det.cand_excess[i], det._trend_step())
         det.recent_cycles = [list(c) for c in state["recent_cycles"]]
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
         det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])
