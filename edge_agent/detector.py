@@ -205,6 +205,9 @@ class _Session:
     resumes: int = 0
     solar: bool = False  # the house exported lately: generation behind the meter
     proven: bool = False  # confirmed against a cycler of its size (it outlasted or stacked)
+    recent: list[float] = field(default_factory=list)  # excess of the last hour, for tapers
+    trend: list[float] = field(default_factory=list)  # recent without its steps
+    taper: list[int] = field(default_factory=list)  # (top, bottom) in recent, once found
 
 
 def _extend_trend(xs: list[float], trend: list[float], excess: float, step: float) -> None:
@@ -649,6 +652,9 @@ class MeterDetector:
             s.excess_sum += min(x, level * 1.5)
             s.excess_sq += min(x, level * 1.5) ** 2
             s.samples += 1
+        first = max(0, len(self.cand_excess) - self._taper_memory())
+        s.recent = self.cand_excess[first:]
+        s.trend = self.cand_trend[first : len(self.cand_excess) - 1]
         for rolling in (self.plateau, self.held):
             rolling.clear()
             recent = self.cand_excess[-int(rolling.window / max(dt, 1)) - 1 :]
@@ -821,6 +827,8 @@ class MeterDetector:
                 s.samples += 1
                 if t - s.start > cfg.max_session_s:
                     out.append(self._end(t, t))
+                elif self._follow_trend(t, s, excess):
+                    out.append(self._end_tapered(t, s))
                 return out
             # Charging stopped. A sharp final fall may be another load's (the EV stopped under a
             # running AC earlier): take the EV-sized fall that matched its level best. A gradual
@@ -873,6 +881,7 @@ class MeterDetector:
             if (cycling and not s.proven) or s.resumes >= cfg.max_resumes:
                 return self._restart_candidate(t, p, s)
             s.resumes += 1
+            s.recent, s.trend = [], []
             self.phase = Phase.CHARGING
             s.fall_edge = None
             s.last_high = t
@@ -890,6 +899,47 @@ class MeterDetector:
             s.suspended = True
             out.append(self._transition(TransactionState.SUSPENDED_EV, t, None))
         return out
+
+    def _taper_memory(self) -> int:
+        """Readings a session keeps to find a taper in: its window and the flat after it."""
+        cfg = self.config
+        return round((cfg.taper_window_s + cfg.taper_flat_s) / max(self.interval_s, 1.0)) + 10
+
+    def _follow_trend(self, t: float, s: _Session, excess: float) -> bool:
+        """Keeps the session's recent excess and its trend; True once the EV's charge has
+        tapered off while another load runs on (the excess still looks like charging)."""
+        cfg = self.config
+        if s.unlimited_level_w is not None or s.solar:
+            return False  # a limit lowers the draw on purpose; the sun drifts net power
+        level = s.own_w or s.level_w
+        _extend_trend(s.recent, s.trend, excess, cfg.taper_step * level)
+        s.recent.append(excess)
+        dt = max(self.interval_s, 1.0)
+        keep = self._taper_memory()
+        if len(s.recent) > 2 * keep:  # trimmed in halves: amortised O(1) a reading
+            del s.recent[:-keep]
+            del s.trend[: len(s.trend) - (keep - 1)]
+        if self.last_t is None or int(t // 60) == int(self.last_t // 60):
+            return False  # judged once a minute
+        found = _wound_down(s.trend, level, dt, cfg)
+        if found is None or t - s.start < cfg.tapered_confirm_s:
+            return False
+        s.taper = list(found)
+        return True
+
+    def _end_tapered(self, t: float, s: _Session) -> Transition:
+        """End the session where its charge tapered off; what ran on is another load's, and
+        through the taper the EV drew its level less what it had wound down by."""
+        top, bottom = s.taper
+        dt = self.interval_s
+        level = s.own_w or s.level_w
+        counted = 0.0
+        for k in range(top, len(s.recent) - 1):  # the last reading's energy is not in yet
+            own = max(0.0, level + s.trend[k] - s.trend[top]) if k <= bottom else 0.0
+            counted += min(s.recent[k], level) - min(s.recent[k], own)
+        s.ev_wh = max(0.0, s.ev_wh - counted * dt / 3600.0)
+        stop = round(t - (len(s.recent) - 1 - bottom) * dt)
+        return self._end(t, stop)
 
     def _follow_dips(self, s: _Session, excess: float) -> None:
         """A steady lower level inside the session, then a rise back: the lower level is the
