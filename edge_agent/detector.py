@@ -228,18 +228,19 @@ def _extend_trend(xs: list[float], trend: list[float], excess: float, step: floa
 
 
 def _wound_down(
-    trend: list[float], level: float, dt: float, cfg: DetectorConfig
+    trend: list[float], level: float, dt: float, cfg: DetectorConfig, flat_s: float | None = None
 ) -> tuple[int, int] | None:
-    """(top, bottom) of a taper that ended ``taper_flat_s`` ago: the trend (steps left out)
-    wound down steadily by most of ``level`` within ``taper_window_s`` and has been flat since,
-    whatever loads switched on and off on top."""
-    flat_n = max(2, round(cfg.taper_flat_s / dt))
+    """(top, bottom) of a taper that ended ``flat_s`` (default ``taper_flat_s``) ago: the trend
+    (steps left out) wound down steadily by most of ``level`` within ``taper_window_s`` and has
+    been flat since, whatever loads switched on and off on top."""
+    flat_n = max(2, round(cfg.taper_flat_s / dt)) if flat_s is None else round(flat_s / dt)
     bottom = len(trend) - 1 - flat_n
     if bottom < 0:
         return None
     tail = trend[bottom:]
     if max(tail) - min(tail) > cfg.taper_step * level:
         return None
+    bottom = min(range(bottom, len(trend)), key=trend.__getitem__)  # the taper's last steps
     lo = max(0, bottom - round(cfg.taper_window_s / dt))
     top = max(range(lo, bottom + 1), key=trend.__getitem__)
     if trend[top] - trend[bottom] < cfg.taper_depth * level:
@@ -451,6 +452,10 @@ class MeterDetector:
         excess = p - self.cand_base
         house = max(self.last_p, 0.0) * dt / 3600.0
         if self._first_layer_left(t, p, excess):
+            # The first load stepping off at the end of its taper was an EV's, done charging.
+            tapered = self._tapered_off(flat_s=0.0)
+            if tapered is not None:
+                return self._confirm_tapered(t, *tapered)
             self._reanchor(t, excess)
         self.cand_meter_wh += meter
         self.cand_house_wh += house
@@ -559,13 +564,13 @@ class MeterDetector:
             return None
         return max((k for k in range(j, len(xs)) if xs[k] >= 0.9 * top), default=j)
 
-    def _tapered_off(self) -> tuple[int, int] | None:
+    def _tapered_off(self, flat_s: float | None = None) -> tuple[int, int] | None:
         """(top, bottom) readings of a taper under the candidate that ended a while ago (see
         ``_wound_down``): an EV's charge tapered and stopped, perhaps under another load."""
         if self._solar(self.cand_start):
             return None  # the sun rising under a long run also lowers net power smoothly
         dt = max(self.interval_s, 1.0)
-        found = _wound_down(self.cand_trend, self._candidate_level(), dt, self.config)
+        found = _wound_down(self.cand_trend, self._candidate_level(), dt, self.config, flat_s)
         if found is None or found[1] * dt < self.config.tapered_confirm_s:
             return None
         return found
@@ -1092,7 +1097,9 @@ class MeterDetector:
             det.cand_trend = list(state["cand_trend"])
         else:  # a snapshot from before the trend was kept: rebuilt at today's level
             for i in range(1, len(det.cand_excess)):
-                _extend_trend(det.cand_excess[:i], det.cand_trend, det.cand_excess[i], det._trend_step())
+                _extend_trend(
+                    det.cand_excess[:i], det.cand_trend, det.cand_excess[i], det._trend_step()
+                )
         det.recent_cycles = [list(c) for c in state["recent_cycles"]]
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
         det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])

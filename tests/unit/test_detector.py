@@ -464,6 +464,64 @@ def test_a_charge_that_tapers_off_is_found_among_same_size_ac_cycles():
     assert ended.ev_energy_wh == pytest.approx(3600 * 100 / 60 + 2250 * 20 / 60, rel=0.08)
 
 
+def _tapering_charge(start_min: float, full_min: float, taper_min: float, watts: float):
+    """``watts`` for ``full_min``, then winding down linearly to a quarter over ``taper_min``."""
+
+    def ev(t: float) -> float:
+        minute = (t - T0) / 60 - start_min
+        if 0 <= minute < full_min:
+            return watts
+        if full_min <= minute < full_min + taper_min:
+            return watts * (1 - 0.75 * (minute - full_min) / taper_min)
+        return 0.0
+
+    return ev
+
+
+NO_TAPER_RULE = DetectorConfig(taper_depth=10.0)
+
+
+def test_a_charge_that_tapers_off_under_a_same_size_ac_is_found():
+    """A same-size AC cycled all morning, so a 3.6 kW candidate is held back. The AC runs
+    again from the last 10 min of the charge's 20 min taper until 20 min after it: the
+    candidate never falls, yet its own drift (the AC's steps left out) wound down and went
+    flat. The EV is reported up to its taper's end, its taper counted, not the AC after it.
+    Control: without the taper rule the candidate is dropped as a cycler."""
+    ac = _ac_cycles(60, 360, 12, 18, 3500.0)
+    on_top = window(6 + 110 / 60, 6 + 140 / 60, 3500.0)
+    later = _ac_cycles(6 * 60 + 160, 600, 12, 18, 3500.0)
+    ev = _tapering_charge(6 * 60, 100, 20, 3600.0)
+    readings = trace(60, 10, lambda t: ac(t) + on_top(t) + later(t) + ev(t))
+    _, out = run(readings)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    started, ended = out
+    assert started.start_time == pytest.approx(T0 + 6 * 3600, abs=60)
+    assert ended.stop_time == pytest.approx(T0 + 6 * 3600 + 120 * 60, abs=3 * 60)
+    assert ended.ev_peak_power_w == pytest.approx(3600, rel=0.03)
+    assert ended.ev_energy_wh == pytest.approx(3600 * 100 / 60 + 2250 * 20 / 60, rel=0.08)
+    _, control = run(readings, NO_TAPER_RULE)
+    assert S.STARTED not in states(control)
+
+
+def test_a_session_whose_charge_tapers_off_under_the_ac_ends_with_its_taper():
+    """A confirmed 3.6 kW session (no cycler seen) tapers off over 20 min while a 3 kW AC,
+    on from 10 min before the taper, runs on 30 min after it: the excess never falls, but the
+    session ends at the taper's end, and the AC's half hour is not EV energy. Control: without
+    the taper rule it runs to the AC's stop and counts the AC."""
+    ev = _tapering_charge(60, 120, 20, 3600.0)
+    ac = window(1 + 110 / 60, 1 + 170 / 60, 3000.0)
+    readings = trace(60, 5, lambda t: ev(t) + ac(t))
+    _, out = run(readings)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    ended = out[-1]
+    assert ended.stop_time == pytest.approx(T0 + 3600 + 140 * 60, abs=3 * 60)
+    truth = 3600 * 120 / 60 + 2250 * 20 / 60
+    assert ended.ev_energy_wh == pytest.approx(truth, rel=0.05)
+    _, control = run(readings, NO_TAPER_RULE)
+    assert control[-1].stop_time == pytest.approx(T0 + 3600 + 170 * 60, abs=3 * 60)
+    assert control[-1].ev_energy_wh > 1.1 * truth
+
+
 def test_a_charge_proven_against_the_cycler_may_pause_and_resume():
     """The charge above, proven by the AC cycling on top of it, pauses for 10 min and resumes
     for 65 min: one session to the end, although the load that came back has the AC's size.
