@@ -477,6 +477,9 @@ class MeterDetector:
                 self.phase = Phase.POSTCHECK  # the whole candidate is past: all of it counts
                 stop = self._stop_between(t, excess, level)
                 return [self._confirm(t, level, 0.0), self._end(t, stop)]
+            tapered = self._tapered_off(flat_s=0.0)  # under loads stepping on and off
+            if tapered is not None:
+                return self._confirm_tapered(t, *tapered)
             if t - self.cand_start >= cfg.cyclic_min_s and cfg.min_ev_power_w <= level:
                 # Long enough, but a cycling appliance of this size ran lately: an EV is not
                 # followed by the same load switching on again soon; wait and see.
