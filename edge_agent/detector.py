@@ -105,6 +105,7 @@ class DetectorConfig:
     taper_min_s: float = 6 * 60.0
     tapered_confirm_s: float = 30 * 60.0
     taper_step: float = 0.1
+    tail_fraction: float = 0.1
     taper_depth: float = 0.45
     taper_window_s: float = 45 * 60.0
     taper_flat_s: float = 5 * 60.0
@@ -208,6 +209,7 @@ class _Session:
     recent: list[float] = field(default_factory=list)  # excess of the last hour, for tapers
     trend: list[float] = field(default_factory=list)  # recent without its steps
     taper: list[int] = field(default_factory=list)  # (top, bottom) in recent, once found
+    tail_w: float = 0.0  # the excess of a taper still winding down after the stop threshold
 
 
 def _extend_trend(xs: list[float], trend: list[float], excess: float, step: float) -> None:
@@ -854,6 +856,8 @@ class MeterDetector:
             s.low_since = stop
             self.on_top = None
             s.last_ev_w = max(0.0, min(excess, s.level_w)) if stop >= t else 0.0
+            gradual = final_drop < cfg.edge_fraction * s.level_w and stop != s.fall_edge
+            s.tail_w = excess if gradual and excess >= cfg.tail_fraction * s.level_w else 0.0
             self.phase = Phase.PAUSED
             s.suspended = False
             s.resume_since = None
@@ -899,6 +903,16 @@ class MeterDetector:
                 out.append(self._transition(TransactionState.UPDATED, t, None))
             s.suspended = False
             return out
+        if s.tail_w:
+            if cfg.tail_fraction * s.level_w <= excess <= s.tail_w + 0.01 * s.level_w:
+                # Still winding down below the stop threshold: the end of a battery's taper.
+                s.tail_w = s.last_ev_w = excess
+                s.low_since = t
+                s.resume_since = None
+                return out
+            if excess < cfg.tail_fraction * s.level_w:  # the charger's last step off
+                s.low_since = self._stop_between(t, excess, s.tail_w)
+            s.tail_w = 0.0
         s.resume_since = None
         s.last_ev_w = 0.0
         if t - s.low_since >= cfg.pause_max_s:

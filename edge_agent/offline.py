@@ -132,7 +132,7 @@ def detect(
         kept = _of_the_households_ev(_sessions(meter, config, cycles), config)
         if len(kept) >= config.household_min_sessions:
             # Second pass, knowing the house's own charging power from the first.
-            power = statistics.median(tr.ev_peak_power_w for tr in kept)
+            power = _charging_power(kept)
             timer = _charging_timer(kept, config)
             kept = _of_the_households_ev(_sessions(meter, config, cycles, power, timer), config)
         yield from kept
@@ -194,6 +194,16 @@ def _of_the_households_ev(ended: list[Transition], config: DetectorConfig) -> li
         return ended
     typical = statistics.median(tr.ev_peak_power_w for tr in ended)
     return [tr for tr in ended if tr.ev_peak_power_w >= config.household_level_fraction * typical]
+
+
+def _charging_power(sessions: list[Transition]) -> float:
+    """The house's own charging power: the power most of its sessions share (within 5%).
+    Sessions with another load on top through their confirmation, or found where the EV was
+    not, scatter; a median would follow them when they are many."""
+    peaks = sorted(tr.ev_peak_power_w for tr in sessions)
+    groups = [[q for q in peaks if abs(q - p) <= 0.05 * p] for p in peaks]
+    shared: list[float] = max(groups, key=len)
+    return statistics.median(shared)
 
 
 def _charging_timer(sessions: list[Transition], config: DetectorConfig) -> float | None:

@@ -522,6 +522,23 @@ def test_a_session_whose_charge_tapers_off_under_the_ac_ends_with_its_taper():
     assert control[-1].ev_energy_wh > 1.1 * truth
 
 
+def test_a_charge_that_tapers_below_the_stop_threshold_ends_at_its_last_step():
+    """A 2 h charge winds down over 30 min to a quarter of its power, then switches off. Its
+    excess falls under the stop threshold (40% of the level) 24 min into the taper; the EV
+    still draws until its last step, and the session ends there with that energy.
+    Control: without following the tail, it ends 6 min early, short of the tail's energy."""
+    ev = _tapering_charge(60, 120, 30, 3600.0)
+    readings = trace(60, 5, ev)
+    truth = 3600 * 2 + 2250 * 0.5
+    _, out = run(readings)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[-1].stop_time == pytest.approx(T0 + 3600 + 150 * 60, abs=90)
+    assert out[-1].ev_energy_wh == pytest.approx(truth, rel=0.02)
+    _, control = run(readings, DetectorConfig(tail_fraction=10.0))
+    assert control[-1].stop_time < T0 + 3600 + 146 * 60
+    assert control[-1].ev_energy_wh < out[-1].ev_energy_wh - 60  # the tail's ~0.1 kWh
+
+
 def test_a_charge_proven_against_the_cycler_may_pause_and_resume():
     """The charge above, proven by the AC cycling on top of it, pauses for 10 min and resumes
     for 65 min: one session to the end, although the load that came back has the AC's size.

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.detector import MeterDetector
-from edge_agent.offline import detect
+from edge_agent.detector import MeterDetector, Transition
+from edge_agent.offline import _charging_power, detect
 from schemas.pleevi import Measurement
 from schemas.pleevi import TransactionState as S
 
@@ -189,3 +189,15 @@ def test_a_charge_at_the_houses_timer_minute_is_its_ev_among_same_size_ac_cycles
     found = list(detect(rows))
     assert len(found) == 5
     assert found[-1].start_time == pytest.approx(START.timestamp() + fifth * 60, abs=120)
+
+
+def test_the_houses_charging_power_is_the_one_most_sessions_share():
+    """Six sessions at 11 kW and five scattered below (a load on top through a short
+    confirmation, partial sessions): the median would be 7.1 kW, and capping the house's
+    sessions there would cut their energy by a third. The power most sessions share is 11 kW."""
+    peaks = [11_000, 10_950, 11_300, 11_500, 10_900, 11_100, 7_000, 7_100, 4_500, 4_600, 3_900]
+
+    def ended(peak: float) -> Transition:
+        return Transition(S.ENDED, "m", "tx", 0.0, 0.0, 3600.0, 0.0, peak, peak, peak, 0.9, 1)
+
+    assert _charging_power([ended(p) for p in peaks]) == pytest.approx(11_050, rel=0.01)
