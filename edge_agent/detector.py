@@ -19,7 +19,9 @@ How it separates the EV from the house:
   cycle on top of itself. If the load a candidate began with switches off while a later one
   remains (an EV plugged in while the AC ran), the candidate follows the later one. A held-back
   candidate whose excess then tapers off over minutes is an EV (a filling battery winds its
-  charge down; an appliance stops in a step).
+  charge down; an appliance stops in a step). So is one whose own *trend* (the sum of its small
+  changes, other loads' steps left out) wound down by most of its level and went flat, though
+  an AC ran on top through the taper or runs on after it: it ends where the taper did.
 * At coarse resolution (``coarse_interval_s``) a candidate whose interval means rise and fall
   with a duty cycle is a compressor: a charger's means hold its level.
 * While charging, EV power = excess over the pre-session floor, capped near the session's
@@ -35,7 +37,9 @@ How it separates the EV from the house:
   nothing rising on top, is confirmed after ``large_confirm_s``.
 * Charging stops when the excess falls under ``low_fraction`` of the level. After a sharp final
   fall the stop is the EV-sized fall that matched the level best (an EV can stop while the AC
-  still runs on top); after a gradual one it is the taper's end. A stop shorter
+  still runs on top); after a gradual one the taper is followed below the threshold to the
+  charger's last step. A session whose trend tapered off while another load keeps the excess
+  up ends where its taper did, its taper counted at the EV's winding-down power. A stop shorter
   than ``pause_max_s`` with a return to the same level is a pause (``SuspendedEV`` then
   ``Updated``); a longer one ends the session at the stop time. A second resume, or one that
   matches a remembered cycler, ends the session and follows the new load as a candidate, unless
@@ -64,7 +68,7 @@ from typing import Any
 
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.4"
+DETECTOR_VERSION = "floor-step/1.5"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -208,7 +212,6 @@ class _Session:
     proven: bool = False  # confirmed against a cycler of its size (it outlasted or stacked)
     recent: list[float] = field(default_factory=list)  # excess of the last hour, for tapers
     trend: list[float] = field(default_factory=list)  # recent without its steps
-    taper: list[int] = field(default_factory=list)  # (top, bottom) in recent, once found
     tail_w: float = 0.0  # the excess of a taper still winding down after the stop threshold
 
 
@@ -255,6 +258,12 @@ def _wound_down(
             return None
         low = min(low, value)
     return top, bottom
+
+
+def _tapering_power(trend: list[float], level: float, top: int, k: int) -> float:
+    """The EV's own power at reading ``k`` of a taper from ``top``: its level less what its
+    charge had wound down by, whatever ran on top."""
+    return max(0.0, level + trend[k] - trend[top])
 
 
 @dataclass
@@ -455,9 +464,9 @@ class MeterDetector:
         house = max(self.last_p, 0.0) * dt / 3600.0
         if self._first_layer_left(t, p, excess):
             # The first load stepping off at the end of its taper was an EV's, done charging.
-            tapered = self._tapered_off(flat_s=0.0)
-            if tapered is not None:
-                return self._confirm_tapered(t, *tapered)
+            ended = self._end_if_tapered_off(t, flat_s=0.0)
+            if ended:
+                return ended
             self._reanchor(t, excess)
         self.cand_meter_wh += meter
         self.cand_house_wh += house
@@ -479,9 +488,9 @@ class MeterDetector:
                 self.phase = Phase.POSTCHECK  # the whole candidate is past: all of it counts
                 stop = self._stop_between(t, excess, level)
                 return [self._confirm(t, level, 0.0), self._end(t, stop)]
-            tapered = self._tapered_off(flat_s=0.0)  # under loads stepping on and off
-            if tapered is not None:
-                return self._confirm_tapered(t, *tapered)
+            ended = self._end_if_tapered_off(t, flat_s=0.0)  # under loads stepping on and off
+            if ended:
+                return ended
             if t - self.cand_start >= cfg.cyclic_min_s and cfg.min_ev_power_w <= level:
                 # Long enough, but a cycling appliance of this size ran lately: an EV is not
                 # followed by the same load switching on again soon; wait and see.
@@ -525,9 +534,7 @@ class MeterDetector:
             and t - self.cand_start < cfg.cyclic_confirm_s
         ):
             if int(t // 60) != int((self.last_t or t) // 60):  # judged once a minute
-                tapered = self._tapered_off()
-                if tapered is not None:
-                    return self._confirm_tapered(t, *tapered)
+                return self._end_if_tapered_off(t)
             return []  # a cycling appliance of this size ran lately: wait for more evidence
         started = self._confirm(t, level, min(excess, level))
         assert self.session is not None
@@ -569,31 +576,24 @@ class MeterDetector:
             return None
         return max((k for k in range(j, len(xs)) if xs[k] >= 0.9 * top), default=j)
 
-    def _tapered_off(self, flat_s: float | None = None) -> tuple[int, int] | None:
-        """(top, bottom) readings of a taper under the candidate that ended a while ago (see
-        ``_wound_down``): an EV's charge tapered and stopped, perhaps under another load."""
+    def _end_if_tapered_off(self, t: float, flat_s: float | None = None) -> list[Transition]:
+        """A taper under the candidate that ended ``flat_s`` ago (see ``_wound_down``) shows an
+        EV, perhaps under another load, done charging: reported at its level before the taper,
+        up to the taper's end (what runs on is another load's). Else nothing."""
         if self._solar(self.cand_start):
-            return None  # the sun rising under a long run also lowers net power smoothly
+            return []  # the sun rising under a long run also lowers net power smoothly
         dt = max(self.interval_s, 1.0)
         found = _wound_down(self.cand_trend, self._candidate_level(), dt, self.config, flat_s)
         if found is None or found[1] * dt < self.config.tapered_confirm_s:
-            return None
-        return found
-
-    def _confirm_tapered(self, t: float, top: int, bottom: int) -> list[Transition]:
-        """The candidate was an EV that tapered off at ``bottom``: report it, at its level
-        before the taper, up to there; what runs on is another load's."""
+            return []
+        top, bottom = found
         before = sorted(self.cand_excess[1 : top + 1]) or [self._candidate_level()]
         level = before[len(before) // 10]
-        dt = self.interval_s
         stop = round(t - (len(self.cand_excess) - 1 - bottom) * dt)
         del self.cand_excess[bottom + 1 :]
-        trend = self.cand_trend
         for k in range(top, bottom + 1):
-            # Through the taper the EV drew its level less what its charge had wound down by,
-            # whatever ran on top.
-            own = level + trend[k] - trend[top]
-            self.cand_excess[k] = min(self.cand_excess[k], max(own, 0.0))
+            own = _tapering_power(self.cand_trend, level, top, k)
+            self.cand_excess[k] = min(self.cand_excess[k], own)
         self.phase = Phase.POSTCHECK  # the whole (trimmed) candidate is past: all of it counts
         return [self._confirm(t, level, 0.0), self._end(t, stop)]
 
@@ -837,8 +837,8 @@ class MeterDetector:
                 s.samples += 1
                 if t - s.start > cfg.max_session_s:
                     out.append(self._end(t, t))
-                elif self._follow_trend(t, s, excess):
-                    out.append(self._end_tapered(t, s))
+                elif (tapered := self._follow_trend(t, s, excess)) is not None:
+                    out.append(self._end_tapered(t, s, *tapered))
                 return out
             # Charging stopped. A sharp final fall may be another load's (the EV stopped under a
             # running AC earlier): take the EV-sized fall that matched its level best. A gradual
@@ -927,37 +927,35 @@ class MeterDetector:
         cfg = self.config
         return round((cfg.taper_window_s + cfg.taper_flat_s) / max(self.interval_s, 1.0)) + 10
 
-    def _follow_trend(self, t: float, s: _Session, excess: float) -> bool:
-        """Keeps the session's recent excess and its trend; True once the EV's charge has
-        tapered off while another load runs on (the excess still looks like charging)."""
+    def _follow_trend(self, t: float, s: _Session, excess: float) -> tuple[int, int] | None:
+        """Keeps the session's recent excess and its trend; (top, bottom) of the taper once the
+        EV's charge has tapered off while another load runs on (the excess still looks like
+        charging)."""
         cfg = self.config
         if s.unlimited_level_w is not None or s.solar:
-            return False  # a limit lowers the draw on purpose; the sun drifts net power
+            return None  # a limit lowers the draw on purpose; the sun drifts net power
         level = s.own_w or s.level_w
         _extend_trend(s.recent, s.trend, excess, cfg.taper_step * level)
         s.recent.append(excess)
         dt = max(self.interval_s, 1.0)
         keep = self._taper_memory()
-        if len(s.recent) > 2 * keep:  # trimmed in halves: amortised O(1) a reading
+        if len(s.recent) > keep + keep // 4:  # trimmed in quarters: amortised O(1) a reading
             del s.recent[:-keep]
             del s.trend[: len(s.trend) - (keep - 1)]
         if self.last_t is None or int(t // 60) == int(self.last_t // 60):
-            return False  # judged once a minute
-        found = _wound_down(s.trend, level, dt, cfg)
-        if found is None or t - s.start < cfg.tapered_confirm_s:
-            return False
-        s.taper = list(found)
-        return True
+            return None  # judged once a minute
+        if t - s.start < cfg.tapered_confirm_s:
+            return None
+        return _wound_down(s.trend, level, dt, cfg)
 
-    def _end_tapered(self, t: float, s: _Session) -> Transition:
+    def _end_tapered(self, t: float, s: _Session, top: int, bottom: int) -> Transition:
         """End the session where its charge tapered off; what ran on is another load's, and
         through the taper the EV drew its level less what it had wound down by."""
-        top, bottom = s.taper
         dt = self.interval_s
         level = s.own_w or s.level_w
         counted = 0.0
         for k in range(top, len(s.recent) - 1):  # the last reading's energy is not in yet
-            own = max(0.0, level + s.trend[k] - s.trend[top]) if k <= bottom else 0.0
+            own = _tapering_power(s.trend, level, top, k) if k <= bottom else 0.0
             counted += min(s.recent[k], level) - min(s.recent[k], own)
         s.ev_wh = max(0.0, s.ev_wh - counted * dt / 3600.0)
         stop = round(t - (len(s.recent) - 1 - bottom) * dt)
