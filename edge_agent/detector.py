@@ -923,9 +923,11 @@ class MeterDetector:
         return out
 
     def _taper_memory(self) -> int:
-        """Readings a session keeps to find a taper in: its window and the flat after it."""
+        """Readings a session keeps to find a taper in: its window, the flat after it and the
+        charge before it."""
         cfg = self.config
-        return round((cfg.taper_window_s + cfg.taper_flat_s) / max(self.interval_s, 1.0)) + 10
+        span = cfg.taper_min_s + cfg.taper_window_s + cfg.taper_flat_s
+        return round(span / max(self.interval_s, 1.0)) + 10
 
     def _follow_trend(self, t: float, s: _Session, excess: float) -> tuple[int, int] | None:
         """Keeps the session's recent excess and its trend; (top, bottom) of the taper once the
