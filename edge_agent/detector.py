@@ -243,16 +243,19 @@ def _wound_down(
     if bottom < 0:
         return None
     tail = trend[bottom:]
-    if max(tail) - min(tail) > cfg.taper_step * level:
+    low = min(tail)
+    if max(tail) - low > cfg.taper_step * level:
         return None
-    bottom = min(range(bottom, len(trend)), key=trend.__getitem__)  # the taper's last steps
+    bottom += tail.index(low)  # the taper's last steps
     lo = max(0, bottom - round(cfg.taper_window_s / dt))
-    top = max(range(lo, bottom + 1), key=trend.__getitem__)
-    if trend[top] - trend[bottom] < cfg.taper_depth * level:
+    window = trend[lo : bottom + 1]
+    high = max(window)
+    if high - low < cfg.taper_depth * level:
         return None
+    top = lo + window.index(high)
     if (bottom - top) * dt < cfg.taper_min_s or top * dt < cfg.taper_min_s:
         return None
-    low = trend[top]
+    low = high
     for value in trend[top : bottom + 1]:  # winding down all the way, not a random walk
         if value - low > cfg.taper_rebound * level:
             return None
