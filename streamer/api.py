@@ -92,6 +92,7 @@ def create_app(
     on_power_action: Callable[[], None] = lambda: None,
     command_expiry: timedelta = timedelta(seconds=60),
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    webhook_private_targets: bool = False,
 ) -> FastAPI:
     errors: dict[int | str, dict[str, Any]] = {
         400: {"model": ErrorBody, "description": "The request cannot be run as sent; "
@@ -425,8 +426,11 @@ def create_app(
         """Status events of this subscriber's actions are POSTed here, signed with the secret
         returned (once) in this answer: ``EV-Signature: t=<unix>,v1=<hex HMAC-SHA256 of
         "<unix>." + body>``, ``EV-Event-Id`` for de-duplication, in order per session."""
-        with pool.connection() as conn:
-            return webhooks.register(conn, who, body)
+        try:
+            with pool.connection() as conn:
+                return webhooks.register(conn, who, body, private_targets=webhook_private_targets)
+        except webhooks.RefusedTargetError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"url: {exc}") from None
 
     @app.get(CONTROL_BASE + "/webhooks", responses=control_errors, response_model_exclude_none=True)
     def list_webhooks(who: Subscriber) -> list[webhooks.Webhook]:

@@ -132,6 +132,7 @@ def run(settings: StreamerSettings) -> int:
         metrics,
         policy=RetryPolicy(give_up_after=timedelta(hours=settings.webhook_give_up_hours)),
         timeout_s=settings.webhook_timeout_s,
+        private_targets=settings.webhook_private_targets,
     )
     control = threading.Thread(
         target=control_until,
@@ -171,6 +172,7 @@ def run(settings: StreamerSettings) -> int:
                 on_batch_request=export_wanted.set,
                 on_power_action=control_wanted.set,
                 command_expiry=timedelta(seconds=settings.command_expiry_s),
+                webhook_private_targets=settings.webhook_private_targets,
             ),
             host=settings.http_host,
             port=settings.http_port,

@@ -92,3 +92,5 @@ class StreamerSettings(BaseSettings):
     """A webhook receiver must answer within this."""
     webhook_give_up_hours: float = Field(default=24.0, gt=0)
     """A webhook event still refused after this long is given up (counted and logged)."""
+    webhook_private_targets: bool = False
+    """Allow webhook URLs on loopback, private or link-local addresses (on-premises receivers)."""

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
+import socket
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -54,6 +57,31 @@ class UnknownWebhookError(LookupError):
     pass
 
 
+class RefusedTargetError(ValueError):
+    """A webhook URL that points inside the operator's network."""
+
+
+def refused_target(url: str) -> str | None:
+    """Why a webhook may not be posted to ``url``, or None. A subscriber's URL must reach the
+    public internet: one that resolves to a loopback, private, link-local (cloud metadata),
+    shared or reserved address would let a subscriber make the streamer call services behind
+    the operator's firewall. Checked at registration and again before each POST (a name may be
+    re-pointed); ``STREAM_WEBHOOK_PRIVATE_TARGETS`` allows them for an on-premises receiver."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        return "the URL has no host"
+    try:
+        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"{host} does not resolve ({exc})"
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            return f"{host} resolves to {address}, not a public address"
+    return None
+
+
 def sign(secret: str, body: bytes, timestamp: int) -> str:
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     return f"t={timestamp},v1={mac.hexdigest()}"
@@ -70,7 +98,11 @@ def verify(secret: str, body: bytes, header: str, *, tolerance_s: float = 300.0)
     return hmac.compare_digest(expected, header) and abs(time.time() - timestamp) <= tolerance_s
 
 
-def register(conn: Conn, subscriber_id: str, request: WebhookRequest) -> Webhook:
+def register(
+    conn: Conn, subscriber_id: str, request: WebhookRequest, *, private_targets: bool = False
+) -> Webhook:
+    if not private_targets and (reason := refused_target(str(request.url))):
+        raise RefusedTargetError(reason)
     webhook_id, secret = uuid.uuid4().hex, secrets.token_urlsafe(32)
     row = conn.execute(
         "INSERT INTO webhooks (webhook_id, subscriber_id, url, secret) VALUES (%s, %s, %s, %s)"
@@ -135,10 +167,12 @@ class WebhookSender:
         *,
         policy: RetryPolicy = RetryPolicy(),
         timeout_s: float = 10.0,
+        private_targets: bool = False,
     ) -> None:
         self.pool = pool
         self.metrics = metrics
         self.policy = policy
+        self.private_targets = private_targets
         self.http = httpx.Client(timeout=timeout_s, follow_redirects=False)
 
     def close(self) -> None:
@@ -146,6 +180,8 @@ class WebhookSender:
 
     def _post(self, url: str, secret: str, body: bytes, event_id: int, event: str) -> str | None:
         """None when the receiver took it (2xx), else why not."""
+        if not self.private_targets and (reason := refused_target(url)):
+            return f"refused: {reason}"
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(secret, body, int(time.time())),

@@ -245,6 +245,29 @@ def test_authentication_and_ownership(data: dict[str, Any], everything: str) -> 
     assert data["other"].get(f"{BASE}/{everything}/batch-request").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data/",  # a cloud's instance metadata
+        "http://[::1]/hook",
+        "http://100.64.0.1/hook",  # carrier-grade NAT
+    ],
+)
+def test_a_webhook_inside_the_operators_network_is_refused(data: dict[str, Any], url: str) -> None:
+    """A subscriber cannot make the streamer POST to services behind the operator's firewall:
+    such a URL is a 400 naming the address, and nothing is registered."""
+    api: Api = data["api"]
+    answer = api.post("/api/v1/webhooks", {"url": url})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["ok"] is False
+    assert "not a public address" in answer.json()["message"]
+    assert api.get("/api/v1/webhooks").json() == []
+
+
 def test_correlation_id_is_echoed_or_generated(data: dict[str, Any], everything: str) -> None:
     api = data["api"]
     path = f"{BASE}/{everything}/on-demand"

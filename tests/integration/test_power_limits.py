@@ -150,6 +150,7 @@ def control(
         STREAM_COMMAND_EXPIRY_S=str(COMMAND_EXPIRY_S),
         STREAM_COMMAND_ANSWER_WITHIN_S=str(ANSWER_WITHIN_S),
         STREAM_CONTROL_POLL_S="0.2",
+        STREAM_WEBHOOK_PRIVATE_TARGETS="true",  # the test's receiver listens on 127.0.0.1
     )  # fmt: skip
     issued = cli(database, "subscribers", "issue", "dso-derms")
     assert issued.returncode == 0, issued.stderr
