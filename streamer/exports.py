@@ -5,7 +5,8 @@ asked even if it starts later. PostgreSQL formats the rows and streams them out 
 file is written as they arrive (Parquet and ORC converted block by block), so memory stays flat
 for millions of rows; it appears under its final name only once complete, with its size and
 SHA-256 recorded. A job whose streamer died is taken up again (heartbeat) and fails with a
-reason after three tries.
+reason after three tries. Files are deleted ``export_keep_days`` after they were written (a
+download then answers 410), and so are a crashed writer's partial files.
 When several streamers run, ``export_dir`` must be storage they share.
 """
 
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,25 @@ def list_jobs(conn: Conn, subscription_id: str, *, base_path: str) -> list[Batch
 
 def file_path(export_dir: Path, job_id: str, filetype: FileType) -> Path:
     return export_dir / f"{job_id}.{filetype.value}"
+
+
+def sweep_files(export_dir: Path, keep: timedelta, now: float | None = None) -> int:
+    """Delete export files (finished or partial) written more than ``keep`` ago; returns how
+    many. Idempotent, so every streamer sharing the directory may run it."""
+    horizon = (time.time() if now is None else now) - keep.total_seconds()
+    removed = 0
+    if not export_dir.is_dir():
+        return 0
+    for entry in os.scandir(export_dir):
+        try:
+            if entry.is_file() and entry.stat().st_mtime < horizon:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue  # another streamer removed it first
+    if removed:
+        log.info("deleted %d export files older than %s", removed, keep)
+    return removed
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from streamer.api import create_app
 from streamer.control import ControlLoop, ResultListener, control_until
 from streamer.credentials import write_atomically
 from streamer.delivery import BrokerUnavailableError, Deliverer, MqttPublisher, OutboxListener
-from streamer.exports import ExportRunner
+from streamer.exports import ExportRunner, sweep_files
 from streamer.metrics import StreamMetrics
 from streamer.settings import BrokerFiles, StreamerSettings
 from streamer.webhooks import RetryPolicy, WebhookSender
@@ -249,6 +249,7 @@ def _deliver_until(
             try:
                 deliverer.observe_backlog()
                 deliverer.sweep_delivered(timedelta(days=settings.outbox_keep_days))
+                sweep_files(settings.export_dir, timedelta(days=settings.export_keep_days))
                 if broker_files.enabled:
                     with pool.connection() as conn:
                         broker_files.sync(conn)

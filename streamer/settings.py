@@ -74,6 +74,12 @@ class StreamerSettings(BaseSettings):
         description="Where batch-export files are written and served from (shared storage "
         "when several streamers run).",
     )
+    export_keep_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="Export files are deleted this long after they were written (a download "
+        "then answers 410 Gone).",
+    )
     export_max_rows: int = Field(
         default=50_000_000, ge=1, description="A batch request matching more events fails."
     )

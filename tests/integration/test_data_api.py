@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,9 +24,9 @@ import uvicorn
 from runtime.database import open_pool
 from runtime.localservers import free_port
 from runtime.migrations import migrate
-from schemas.itron import CSV_COLUMNS
+from schemas.itron import CSV_COLUMNS, FileType
 from schemas.timefmt import format_utc, parse_utc
-from streamer import subscriptions
+from streamer import exports, subscriptions
 from streamer.api import BASE, NEXT_PAGE_HEADER, create_app
 from streamer.exports import ExportRunner
 from streamer.service import ApiServer
@@ -395,6 +397,27 @@ def test_each_batch_token_filters(
     want = as_rows(expected(EVENTS, lambda e: e.meter_id is not None and keep(e)))
     assert want
     assert read_back("csv", download(data, job), tmp_path / "t.csv") == want
+
+
+def test_export_files_are_deleted_after_the_keep_time(
+    data: dict[str, Any], everything: str
+) -> None:
+    """A finished export's file is kept ``export_keep_days`` (7 by default) after it was written,
+    then deleted, with a crashed writer's partial file; its download then answers 410 Gone.
+    A file still within the keep time stays."""
+    job = run_job(data, everything, {"filetype": "csv", "tokens": {}})
+    path = exports.file_path(data["export_dir"], job["JobId"], FileType.CSV)
+    partial = data["export_dir"] / "crashed.csv.part"
+    partial.write_bytes(b"half a file")
+    week_and_a_day_ago = time.time() - 8 * 86_400
+    os.utime(path, (week_and_a_day_ago, week_and_a_day_ago))
+    os.utime(partial, (week_and_a_day_ago, week_and_a_day_ago))
+    fresh = run_job(data, everything, {"filetype": "json", "tokens": {}})
+    assert exports.sweep_files(data["export_dir"], timedelta(days=7)) == 2
+    assert not path.exists()
+    assert not partial.exists()
+    assert data["api"].get(job["Download"]).status_code == 410
+    assert data["api"].get(fresh["Download"]).status_code == 200
 
 
 def test_batch_dates_and_the_subscription_filter(data: dict[str, Any], tmp_path: Path) -> None:
