@@ -30,9 +30,11 @@ How it separates the EV from the house:
   power and becomes the cap.
 * When the house's own charging power is known (``ev_level_hint``: the offline mode learns it
   from a first run over the whole file), a candidate at that power counts only cyclers within
-  ``hint_tolerance`` of it, a resume must come back at about that power, and a session
-  confirmed with another load on top is capped at it. A candidate at that power that began at
-  the minute the house's charging timer starts (``ev_timer_s``) is the EV, whatever cycles.
+  ``hint_tolerance`` of it, a resume must come back at about that power, a session
+  confirmed with another load on top is capped at it, and a candidate at it that ran over
+  ``hint_outlast_s`` (longer than a cycler's runs) is kept when a load its size comes back.
+  A candidate at that power that began at the minute the house's charging timer starts
+  (``ev_timer_s``) is the EV, whatever cycles.
 * A load larger than any single appliance (``large_load_w``) that came on in one step, with
   nothing rising on top, is confirmed after ``large_confirm_s``.
 * Charging stops when the excess falls under ``low_fraction`` of the level. After a sharp final
@@ -123,6 +125,7 @@ class DetectorConfig:
     hint_tolerance: float = 0.08
     hint_resume_band: float = 0.15
     timer_slack_s: float = 3 * 60.0
+    hint_outlast_s: float = 2 * 3600.0
     timer_min_sessions: int = 3
 
 
@@ -546,7 +549,13 @@ class MeterDetector:
 
     def _postcheck(self, t: float, p: float) -> list[Transition]:
         excess = p - self.cand_base
-        if excess >= (1 - self.config.cycle_tolerance) * self.post_level:
+        hint = self.ev_level_hint
+        proven = (
+            hint is not None
+            and abs(self.post_level - hint) <= self.config.hint_tolerance * hint
+            and self.post_stop - self.cand_start >= self.config.hint_outlast_s
+        )
+        if excess >= (1 - self.config.cycle_tolerance) * self.post_level and not proven:
             self._abandon_candidate(t)  # the same load is back: a cycling appliance
             self._begin_candidate(t, self.cand_base, excess)
             return []

@@ -584,3 +584,26 @@ def test_with_the_houses_charging_power_known_a_load_on_top_is_not_ev_energy():
     assert out[-1].ev_energy_wh == pytest.approx(7200, rel=0.03)
     assert out[-1].ev_peak_power_w == pytest.approx(3600, rel=0.03)
     assert plain[-1].ev_energy_wh > 8500  # the control: the load on top was counted
+
+
+def test_at_the_houses_charging_power_a_charge_that_outlasted_two_hours_is_kept():
+    """Knowing the house charges at 3.6 kW, a 3.5 kW AC seen cycling is within its size, so a
+    130 min charge is held to the cycler rule; the AC's next cycle 5 min after it would drop it.
+    A charge at the house's own power that ran over 2 h (longer than any cycler run) is kept.
+    Control: the same detector without that allowance drops it."""
+    ac = _ac_cycles(60, 360, 12, 18, 3500.0)
+    later = _ac_cycles(6 * 60 + 135, 720, 12, 18, 3500.0)
+    ev = window(6, 6 + 130 / 60, 3600.0)
+    readings = trace(60, 12, lambda t: ac(t) + later(t) + ev(t))
+
+    def hinted(config: DetectorConfig) -> MeterDetector:
+        det = MeterDetector("m1", config)
+        det.ev_level_hint = 3600.0
+        return det
+
+    _, out = run(readings, detector=hinted(DetectorConfig()))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 6 * 3600, abs=60)
+    assert out[-1].stop_time == pytest.approx(T0 + 6 * 3600 + 130 * 60, abs=120)
+    _, control = run(readings, detector=hinted(DetectorConfig(hint_outlast_s=1e9)))
+    assert S.STARTED not in states(control)
