@@ -124,8 +124,8 @@ class DetectorConfig:
     household_level_fraction: float = 0.5
     hint_tolerance: float = 0.08
     hint_resume_band: float = 0.15
-    timer_slack_s: float = 3 * 60.0
     hint_outlast_s: float = 2 * 3600.0
+    timer_slack_s: float = 3 * 60.0
     timer_min_sessions: int = 3
 
 
@@ -489,8 +489,7 @@ class MeterDetector:
                 # A battery filling winds its charge down over minutes; an appliance switches
                 # off in a step. Whatever cycled lately, this was an EV, at its level before
                 # the taper.
-                before = sorted(self.cand_excess[1 : taper + 1])
-                level = before[len(before) // 10] if before else level
+                level = self._level_before(taper)
                 self.phase = Phase.POSTCHECK  # the whole candidate is past: all of it counts
                 stop = self._stop_between(t, excess, level)
                 return [self._confirm(t, level, 0.0), self._end(t, stop)]
@@ -549,10 +548,8 @@ class MeterDetector:
 
     def _postcheck(self, t: float, p: float) -> list[Transition]:
         excess = p - self.cand_base
-        hint = self.ev_level_hint
         proven = (
-            hint is not None
-            and abs(self.post_level - hint) <= self.config.hint_tolerance * hint
+            self._at_house_power(self.post_level)
             and self.post_stop - self.cand_start >= self.config.hint_outlast_s
         )
         if excess >= (1 - self.config.cycle_tolerance) * self.post_level and not proven:
@@ -599,8 +596,7 @@ class MeterDetector:
         if found is None or found[1] * dt < self.config.tapered_confirm_s:
             return []
         top, bottom = found
-        before = sorted(self.cand_excess[1 : top + 1]) or [self._candidate_level()]
-        level = before[len(before) // 10]
+        level = self._level_before(top)
         stop = round(t - (len(self.cand_excess) - 1 - bottom) * dt)
         del self.cand_excess[bottom + 1 :]
         for k in range(top, bottom + 1):
@@ -608,6 +604,11 @@ class MeterDetector:
             self.cand_excess[k] = min(self.cand_excess[k], own)
         self.phase = Phase.POSTCHECK  # the whole (trimmed) candidate is past: all of it counts
         return [self._confirm(t, level, 0.0), self._end(t, stop)]
+
+    def _level_before(self, taper: int) -> float:
+        """The candidate's level before its taper began at reading ``taper``."""
+        before = sorted(self.cand_excess[1 : taper + 1]) or [self._candidate_level()]
+        return before[len(before) // 10]
 
     def _drifting(self, level: float) -> bool:
         """With solar behind the meter, a candidate whose lowest excess keeps climbing is the
@@ -693,21 +694,24 @@ class MeterDetector:
         horizon = t - self.config.cycle_lookback_s
         self.recent_cycles = [c for c in self.recent_cycles if c[0] >= horizon]
 
+    def _at_house_power(self, level: float) -> bool:
+        """The house's own charging power is known and ``level`` is it."""
+        hint = self.ev_level_hint
+        return hint is not None and abs(level - hint) <= self.config.hint_tolerance * hint
+
     def _on_the_ev_timer(self, level: float) -> bool:
         """A candidate at the house's charging power that began at the minute its charging
         timer starts (an off-peak rate's start): the EV, whatever cycles at night."""
-        timer, hint = self.ev_timer_s, self.ev_level_hint
-        if timer is None or hint is None or abs(level - hint) > self.config.hint_tolerance * hint:
+        timer = self.ev_timer_s
+        if timer is None or not self._at_house_power(level):
             return False
         off = (self.cand_start - timer) % 86_400.0
         return min(off, 86_400.0 - off) <= self.config.timer_slack_s
 
     def _cycling_nearby(self, t: float, level: float) -> bool:
         horizon = t - self.config.cycle_lookback_s
-        tol = self.config.cycle_tolerance
-        hint = self.ev_level_hint
-        if hint is not None and abs(level - hint) <= self.config.hint_tolerance * hint:
-            tol = self.config.hint_tolerance
+        cfg = self.config
+        tol = cfg.hint_tolerance if self._at_house_power(level) else cfg.cycle_tolerance
         similar = [
             c for c in self.recent_cycles if c[0] >= horizon and abs(c[1] - level) <= tol * level
         ]
@@ -879,7 +883,7 @@ class MeterDetector:
         assert s.low_since is not None
         band_low, band_high = cfg.resume_fraction * s.level_w, (2 - cfg.resume_fraction) * s.level_w
         hint = self.ev_level_hint
-        if hint is not None and abs(s.level_w - hint) <= cfg.hint_tolerance * hint:
+        if hint is not None and self._at_house_power(s.level_w):
             # The house's charging power is known: only a load of that size resumes.
             band_low, band_high = (
                 (1 - cfg.hint_resume_band) * hint,

@@ -440,30 +440,6 @@ def test_with_solar_behind_the_meter_a_session_ends_when_the_ev_stops():
     assert ended.ev_energy_wh == pytest.approx(7000, rel=0.08)
 
 
-def test_a_charge_that_tapers_off_is_found_among_same_size_ac_cycles():
-    """The control above, but the charge ends as a filling battery's does: its power winds down
-    over 20 min before it stops. An appliance switches off in a step; this was an EV, though a
-    cycler of its size ran before and after it."""
-    ac = _ac_cycles(60, 360, 12, 18, 3500.0)
-    later = _ac_cycles(6 * 60 + 125, 600, 12, 18, 3500.0)
-
-    def ev(t: float) -> float:
-        minute = (t - T0) / 60 - 6 * 60
-        if 0 <= minute < 100:
-            return 3600.0
-        if 100 <= minute < 120:  # taper from 3.6 kW to 0.9 kW, then off
-            return 3600.0 - 2700.0 * (minute - 100) / 20
-        return 0.0
-
-    _, out = run(trace(60, 10, lambda t: ac(t) + later(t) + ev(t)))
-    assert sessions(out) == [S.STARTED, S.ENDED]
-    started, ended = out
-    assert started.start_time == pytest.approx(T0 + 6 * 3600, abs=60)
-    assert ended.stop_time == pytest.approx(T0 + 6 * 3600 + 120 * 60, abs=10 * 60)
-    assert ended.ev_peak_power_w == pytest.approx(3600, rel=0.03)
-    assert ended.ev_energy_wh == pytest.approx(3600 * 100 / 60 + 2250 * 20 / 60, rel=0.08)
-
-
 def _tapering_charge(start_min: float, full_min: float, taper_min: float, watts: float):
     """``watts`` for ``full_min``, then winding down linearly to a quarter over ``taper_min``."""
 
@@ -476,6 +452,22 @@ def _tapering_charge(start_min: float, full_min: float, taper_min: float, watts:
         return 0.0
 
     return ev
+
+
+def test_a_charge_that_tapers_off_is_found_among_same_size_ac_cycles():
+    """The control above, but the charge ends as a filling battery's does: its power winds down
+    over 20 min before it stops. An appliance switches off in a step; this was an EV, though a
+    cycler of its size ran before and after it."""
+    ac = _ac_cycles(60, 360, 12, 18, 3500.0)
+    later = _ac_cycles(6 * 60 + 125, 600, 12, 18, 3500.0)
+    ev = _tapering_charge(6 * 60, 100, 20, 3600.0)  # 3.6 kW down to 0.9 kW, then off
+    _, out = run(trace(60, 10, lambda t: ac(t) + later(t) + ev(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    started, ended = out
+    assert started.start_time == pytest.approx(T0 + 6 * 3600, abs=60)
+    assert ended.stop_time == pytest.approx(T0 + 6 * 3600 + 120 * 60, abs=10 * 60)
+    assert ended.ev_peak_power_w == pytest.approx(3600, rel=0.03)
+    assert ended.ev_energy_wh == pytest.approx(3600 * 100 / 60 + 2250 * 20 / 60, rel=0.08)
 
 
 NO_TAPER_RULE = DetectorConfig(taper_depth=10.0)
