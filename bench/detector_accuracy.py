@@ -1,7 +1,7 @@
 """Detector accuracy on simulated households with known sessions, at 1 s, 1 min and 15 min.
 
     .venv/bin/python -m bench.detector_accuracy [--houses 40] [--days 14] [--first-seed 40]
-        [--solar] [--pool] [--ev-kw 3.3 4] [--live]
+        [--solar] [--pool] [--hot-days] [--ev-kw 3.3 4] [--live]
 
 Households: half on the real UCI base load (with added hot-climate confounders), half synthetic;
 all with AC cycles, water heaters, dryers, ovens, ranges and well pumps; EV sessions' start hours
@@ -10,7 +10,8 @@ edge_agent detect``) is scored, or with ``--live`` the agent's detector reading 
 (no look at the whole file). A naive baseline (power above
 the house's median by >= 1.2 kW for >= 15 min) is scored on the same traces in the same run.
 With ``--solar`` every house also has rooftop PV behind its meter (net power, passing clouds);
-with ``--pool`` a third of the hot-climate houses have a pool pump on a daily timer.
+with ``--pool`` a third of the hot-climate houses have a pool pump on a daily timer; with
+``--hot-days`` half the days of a hot-climate house have an afternoon its AC runs through.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ def main() -> None:
         "--pool", action="store_true", help="a pool pump on a timer in a third of hot houses"
     )
     parser.add_argument(
+        "--hot-days",
+        action="store_true",
+        help="half the days, the AC runs without a break for 2-5 h of the afternoon",
+    )
+    parser.add_argument(
         "--ev-kw",
         type=float,
         nargs=2,
@@ -139,6 +145,7 @@ def main() -> None:
                 hot_climate=seed % 4 != 3,
                 solar=args.solar,
                 pool=args.pool,
+                hot_days=args.hot_days,
             )
             trace = simulate_household(seed, spec, real).resample(resolution)
             if args.ev_kw and not any(

@@ -70,7 +70,7 @@ from typing import Any
 
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.5"
+DETECTOR_VERSION = "floor-step/1.6"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -98,6 +98,7 @@ class DetectorConfig:
     cyclic_confirm_s: float = 2.5 * 3600.0
     cyclic_min_s: float = 60 * 60.0
     post_check_s: float = 30 * 60.0
+    run_through_s: float = 30 * 60.0
     stack_tolerance: float = 0.2
     stack_min_s: float = 5 * 60.0
     stack_min_count: int = 2
@@ -536,7 +537,7 @@ class MeterDetector:
             cycling
             and not self._on_the_ev_timer(level)
             and self.cand_stacked < cfg.stack_min_count
-            and t - self.cand_start < cfg.cyclic_confirm_s
+            and (t - self.cand_start < cfg.cyclic_confirm_s or self._ran_through_the_heat(level))
         ):
             if int(t // 60) != int((self.last_t or t) // 60):  # judged once a minute
                 return self._end_if_tapered_off(t)
@@ -551,6 +552,7 @@ class MeterDetector:
         proven = (
             self._at_house_power(self.post_level)
             and self.post_stop - self.cand_start >= self.config.hint_outlast_s
+            and not self._ran_through_the_heat(self.post_level)
         )
         if excess >= (1 - self.config.cycle_tolerance) * self.post_level and not proven:
             self._abandon_candidate(t)  # the same load is back: a cycling appliance
@@ -716,6 +718,20 @@ class MeterDetector:
             c for c in self.recent_cycles if c[0] >= horizon and abs(c[1] - level) <= tol * level
         ]
         return len(similar) >= self.config.cycle_min_count
+
+    def _ran_through_the_heat(self, level: float) -> bool:
+        """A cycler of this size switched off shortly before the candidate began, and no load
+        of its size cycled on top since: on a hot afternoon, the AC itself running through the
+        heat. However long it runs, it must then stay off (``post_check_s``) to count."""
+        if self.cand_stacked:
+            return False
+        cfg = self.config
+        tol = cfg.hint_tolerance if self._at_house_power(level) else cfg.cycle_tolerance
+        since = self.cand_start - cfg.run_through_s
+        return any(
+            since < c[0] <= self.cand_start and abs(c[1] - level) <= tol * level
+            for c in self.recent_cycles
+        )
 
     def _same_size_on_top(
         self, t: float, p: float, base: float, edge: tuple[float, float] | None

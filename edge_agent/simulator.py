@@ -132,6 +132,7 @@ class HouseholdSpec:
     start: datetime = datetime(2024, 7, 1, tzinfo=UTC)
     solar: bool = False  # rooftop PV: the meter sees net power and counts imported energy
     pool: bool = False  # a third of hot-climate houses get a pool pump on a daily timer
+    hot_days: bool = False  # half the days, the AC runs without a break for 2-5 h of the afternoon
 
 
 def _on(power: FloatArray, a: int, b: int, watts: float | FloatArray) -> None:
@@ -192,9 +193,41 @@ def _real_base(rng: np.random.Generator, real: FloatArray, n: int, step: int) ->
     return per_minute[idx] * rng.uniform(0.97, 1.03, n)
 
 
-def _confounders(
-    power: FloatArray, rng: np.random.Generator, spec: HouseholdSpec, step: int
+def _through_the_heat(  # noqa: PLR0917 - a private helper called with the day's AC data
+    ac: FloatArray,
+    heat: np.random.Generator,
+    a: int,
+    b: int,
+    watts: float,
+    drift: float,
+    step: int,
 ) -> None:
+    """A hot day's compressor, sized for the design day, running without a break for 2-5 h
+    of the afternoon between ``a`` and ``b`` (joining the cycles it meets), its draw rising and
+    falling by 2-8% with the afternoon's heat."""
+    r0 = a + int(heat.uniform(0, 3 * 3600) / step)
+    r1 = min(b, r0 + int(heat.uniform(2, 5) * 3600 / step), len(ac))
+    while r0 > a and ac[r0 - 1] > 0:  # a cycle already running carries on
+        r0 -= 1
+    while r1 < len(ac) and ac[r1] > 0:
+        r1 += 1
+    if r1 <= r0:
+        return
+    seconds = np.arange(r1 - r0) * step
+    heat_curve = 1 + heat.uniform(0.02, 0.08) * np.sin(np.pi * seconds / seconds[-1].clip(1))
+    head = 1 + drift * (1 - np.exp(-seconds / 400.0))
+    ac[r0:r1] = watts * head * heat_curve * (1 + heat.normal(0, 0.012, r1 - r0))
+
+
+def _confounders(
+    power: FloatArray,
+    rng: np.random.Generator,
+    spec: HouseholdSpec,
+    step: int,
+    heat: np.random.Generator | None = None,
+) -> None:
+    """The house's appliances; ``heat`` (own generator, so the house stays the same) gives
+    half its hot days an afternoon the AC runs through."""
     per_day = DAY_S // step
 
     def s(seconds: float) -> int:
@@ -207,8 +240,12 @@ def _confounders(
             # Afternoon: continuous or long cycles; night and morning: shorter cycles.
             a, b = d0 + s(rng.uniform(11, 14) * 3600), d0 + s(rng.uniform(19, 23) * 3600)
             drift = rng.uniform(0.04, 0.12)
-            _cycling(power, rng, a, b - a, ac_w, (900, 3600), (300, 900), step, drift)
-            _cycling(power, rng, b, s(6 * 3600), ac_w, (420, 1200), (600, 1800), step, drift)
+            ac = np.zeros(len(power))
+            _cycling(ac, rng, a, b - a, ac_w, (900, 3600), (300, 900), step, drift)
+            _cycling(ac, rng, b, s(6 * 3600), ac_w, (420, 1200), (600, 1800), step, drift)
+            if heat is not None and heat.random() < 0.5:
+                _through_the_heat(ac, heat, a, b, ac_w, drift, step)
+            power += ac
             _on(power, a, b + s(6 * 3600), 350)  # indoor fan
         for _ in range(rng.poisson(1.5)):  # water heater after showers and dishes
             a = d0 + s(rng.choice([rng.uniform(6, 9), rng.uniform(18, 23)]) * 3600)
@@ -309,13 +346,14 @@ def simulate_household(
     step = spec.step_s
     n = spec.days * DAY_S // step
     real = real or RealData()
+    heat = np.random.default_rng(seed + 3_000_017) if spec.hot_days else None
     if real.base_w is not None and rng.random() < 0.5:
         power = _real_base(rng, real.base_w, n, step)
         if spec.hot_climate:  # the real house has no AC; its own appliances are already in it
-            _confounders(power, rng, spec, step)
+            _confounders(power, rng, spec, step, heat)
     else:
         power = _synthetic_base(rng, n, step)
-        _confounders(power, rng, spec, step)
+        _confounders(power, rng, spec, step, heat)
 
     if spec.pool and spec.hot_climate:  # own generator, as for solar: the house stays the same
         _pool_pump(power, np.random.default_rng(seed + 2_000_003), spec.days, step)

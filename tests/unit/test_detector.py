@@ -582,8 +582,9 @@ def test_at_the_houses_charging_power_a_charge_that_outlasted_two_hours_is_kept(
     """Knowing the house charges at 3.6 kW, a 3.5 kW AC seen cycling is within its size, so a
     130 min charge is held to the cycler rule; the AC's next cycle 5 min after it would drop it.
     A charge at the house's own power that ran over 2 h (longer than any cycler run) is kept.
-    Control: the same detector without that allowance drops it."""
-    ac = _ac_cycles(60, 360, 12, 18, 3500.0)
+    Control: the same detector without that allowance drops it. (The AC's last cycle before
+    the charge ended 48 min earlier: see the next test for one ending just before.)"""
+    ac = _ac_cycles(60, 320, 12, 18, 3500.0)
     later = _ac_cycles(6 * 60 + 135, 720, 12, 18, 3500.0)
     ev = window(6, 6 + 130 / 60, 3600.0)
     readings = trace(60, 12, lambda t: ac(t) + later(t) + ev(t))
@@ -599,3 +600,41 @@ def test_at_the_houses_charging_power_a_charge_that_outlasted_two_hours_is_kept(
     assert out[-1].stop_time == pytest.approx(T0 + 6 * 3600 + 130 * 60, abs=120)
     _, control = run(readings, detector=hinted(DetectorConfig(hint_outlast_s=1e9)))
     assert S.STARTED not in states(control)
+
+
+def _hot_afternoon(run_h: float):
+    """A 3.5 kW AC cycling 12 min on, 18 off from 01:00, then from 06:00 (its last cycle ended
+    18 min before) running ``run_h`` hours without a break, then cycling again 5 min later."""
+    before = _ac_cycles(60, 360, 12, 18, 3500.0)
+    through = window(6, 6 + run_h, 3500.0)
+    after = _ac_cycles(6 * 60 + run_h * 60 + 5, 14 * 60, 12, 18, 3500.0)
+    return trace(60, 14, lambda t: before(t) + through(t) + after(t))
+
+
+def test_an_ac_running_through_the_heat_is_not_a_charge():
+    """On a hot afternoon the AC, seen cycling, runs 3 h without a break straight after a cycle
+    and then cycles on: it outlasts the 2.5 h asked of a cycler-sized load, but it began right
+    after a cycle of its size with nothing cycling on top, so it must also stay off after, and
+    it does not. Control: without that rule (``run_through_s=0``) it is taken for a charge."""
+    readings = _hot_afternoon(3.0)
+    _, out = run(readings)
+    assert S.STARTED not in states(out)
+    _, control = run(readings, DetectorConfig(run_through_s=0.0))
+    assert sessions(control) == [S.STARTED, S.ENDED]
+
+
+def test_at_the_houses_charging_power_an_ac_running_through_the_heat_is_not_kept():
+    """The AC is the size of the house's EV (3.5 kW within 8% of 3.6 kW): its 130 min run
+    through the heat, begun right after one of its cycles, is not kept as a charge that
+    outlasted 2 h. Control: without the rule it is."""
+    readings = _hot_afternoon(130 / 60)
+
+    def hinted(config: DetectorConfig) -> MeterDetector:
+        det = MeterDetector("m1", config)
+        det.ev_level_hint = 3600.0
+        return det
+
+    _, out = run(readings, detector=hinted(DetectorConfig()))
+    assert S.STARTED not in states(out)
+    _, control = run(readings, detector=hinted(DetectorConfig(run_through_s=0.0)))
+    assert sessions(control) == [S.STARTED, S.ENDED]

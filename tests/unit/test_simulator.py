@@ -25,10 +25,10 @@ def test_register_is_cumulative_and_counts_what_the_power_says():
     assert steps.sum() == pytest.approx(trace.power_w[:-1].clip(min=0).sum() / 60, rel=1e-6)
 
 
-@pytest.mark.parametrize("extra", ["solar", "pool"])
+@pytest.mark.parametrize("extra", ["solar", "pool", "hot_days"])
 def test_extras_keep_the_same_house_and_sessions(extra):
-    """Solar and pool pumps draw from their own generators: the same seed keeps its EV
-    sessions, so a benchmark with and without them compares the same households."""
+    """Solar, pool pumps and hot days draw from their own generators: the same seed keeps its
+    EV sessions, so a benchmark with and without them compares the same households."""
     plain = simulate_household(9, HouseholdSpec(days=4, step_s=60))
     more = simulate_household(9, HouseholdSpec(days=4, step_s=60, **{extra: True}))
     assert more.sessions == plain.sessions
@@ -47,3 +47,29 @@ def test_a_pool_pump_starts_at_one_time_every_day():
     starts = [int(np.argmax(pump[d * per_day : (d + 1) * per_day] > 1000)) for d in range(4)]
     assert max(starts) - min(starts) <= 6
     assert 1000 < float(np.median(pump[pump > 500])) < 2300
+
+
+def test_on_hot_days_the_ac_runs_through_the_afternoon():
+    """With hot days, half the days of a hot-climate house have an AC run of 2-5 h without a
+    break, on top of what the same house does without them (the EV's power taken out)."""
+
+    def longest_ac_runs_h(trace) -> list[float]:
+        house = trace.power_w - trace.ev_power_w
+        per_day = DAY_S // 60
+        out = []
+        for d in range(len(house) // per_day):
+            # The AC (2.5-4 kW) above the day's quietest hour: a run is a stretch above 2 kW.
+            day = house[d * per_day : (d + 1) * per_day]
+            above = day - np.convolve(day, np.ones(60) / 60, "same").min() > 2000
+            longest = run = 0
+            for flag in above:
+                run = run + 1 if flag else 0
+                longest = max(longest, run)
+            out.append(longest / 60)
+        return out
+
+    spec = HouseholdSpec(days=8, step_s=60)
+    plain = longest_ac_runs_h(simulate_household(0, spec))
+    hot = longest_ac_runs_h(simulate_household(0, HouseholdSpec(days=8, step_s=60, hot_days=True)))
+    assert sum(h >= 2 for h in hot) >= sum(h >= 2 for h in plain) + 2
+    assert all(h >= p for h, p in zip(hot, plain, strict=True))
