@@ -710,13 +710,16 @@ class MeterDetector:
         off = (self.cand_start - timer) % 86_400.0
         return min(off, 86_400.0 - off) <= self.config.timer_slack_s
 
-    def _cycling_nearby(self, t: float, level: float) -> bool:
-        horizon = t - self.config.cycle_lookback_s
+    def _cycles_of_size(self, level: float) -> list[float]:
+        """When the remembered cycles of a load of ``level``'s size ended (at the house's
+        charging power, only a load within ``hint_tolerance`` of it is of its size)."""
         cfg = self.config
         tol = cfg.hint_tolerance if self._at_house_power(level) else cfg.cycle_tolerance
-        similar = [
-            c for c in self.recent_cycles if c[0] >= horizon and abs(c[1] - level) <= tol * level
-        ]
+        return [c[0] for c in self.recent_cycles if abs(c[1] - level) <= tol * level]
+
+    def _cycling_nearby(self, t: float, level: float) -> bool:
+        horizon = t - self.config.cycle_lookback_s
+        similar = [end for end in self._cycles_of_size(level) if end >= horizon]
         return len(similar) >= self.config.cycle_min_count
 
     def _ran_through_the_heat(self, level: float) -> bool:
@@ -725,13 +728,8 @@ class MeterDetector:
         heat. However long it runs, it must then stay off (``post_check_s``) to count."""
         if self.cand_stacked:
             return False
-        cfg = self.config
-        tol = cfg.hint_tolerance if self._at_house_power(level) else cfg.cycle_tolerance
-        since = self.cand_start - cfg.run_through_s
-        return any(
-            since < c[0] <= self.cand_start and abs(c[1] - level) <= tol * level
-            for c in self.recent_cycles
-        )
+        since = self.cand_start - self.config.run_through_s
+        return any(since < end <= self.cand_start for end in self._cycles_of_size(level))
 
     def _same_size_on_top(
         self, t: float, p: float, base: float, edge: tuple[float, float] | None

@@ -240,12 +240,13 @@ def _confounders(
             # Afternoon: continuous or long cycles; night and morning: shorter cycles.
             a, b = d0 + s(rng.uniform(11, 14) * 3600), d0 + s(rng.uniform(19, 23) * 3600)
             drift = rng.uniform(0.04, 0.12)
-            ac = np.zeros(len(power))
-            _cycling(ac, rng, a, b - a, ac_w, (900, 3600), (300, 900), step, drift)
-            _cycling(ac, rng, b, s(6 * 3600), ac_w, (420, 1200), (600, 1800), step, drift)
+            # The AC's own draw, over the span its cycles can reach (afternoon and night).
+            ac = np.zeros(max(0, min(b + s(6 * 3600), len(power)) - a))
+            _cycling(ac, rng, 0, b - a, ac_w, (900, 3600), (300, 900), step, drift)
+            _cycling(ac, rng, b - a, s(6 * 3600), ac_w, (420, 1200), (600, 1800), step, drift)
             if heat is not None and heat.random() < 0.5:
-                _through_the_heat(ac, heat, a, b, ac_w, drift, step)
-            power += ac
+                _through_the_heat(ac, heat, 0, b - a, ac_w, drift, step)
+            power[a : a + len(ac)] += ac
             _on(power, a, b + s(6 * 3600), 350)  # indoor fan
         for _ in range(rng.poisson(1.5)):  # water heater after showers and dishes
             a = d0 + s(rng.choice([rng.uniform(6, 9), rng.uniform(18, 23)]) * 3600)

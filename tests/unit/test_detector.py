@@ -561,6 +561,13 @@ def test_at_15_min_an_ac_duty_cycling_all_afternoon_is_not_a_charge():
     assert out[-1].ev_energy_wh == pytest.approx(3 * 3500, rel=0.05)
 
 
+def hinted(config: DetectorConfig) -> MeterDetector:
+    """A detector that knows the house charges at 3.6 kW (as the offline mode's second run)."""
+    det = MeterDetector("m1", config)
+    det.ev_level_hint = 3600.0
+    return det
+
+
 def test_with_the_houses_charging_power_known_a_load_on_top_is_not_ev_energy():
     """A 3 kW load runs on top of a 3.6 kW charge through its first 50 min (the whole
     confirmation), then leaves. Knowing the house charges at 3.6 kW, the session is capped
@@ -569,9 +576,7 @@ def test_with_the_houses_charging_power_known_a_load_on_top_is_not_ev_energy():
     on_top = window(1, 1 + 50 / 60, 3000.0)
     readings = trace(60, 5, lambda t: ev(t) + on_top(t))
     _, plain = run(readings)
-    hinted = MeterDetector("m1")
-    hinted.ev_level_hint = 3600.0
-    _, out = run(readings, detector=hinted)
+    _, out = run(readings, detector=hinted(DetectorConfig()))
     assert sessions(out) == [S.STARTED, S.ENDED]
     assert out[-1].ev_energy_wh == pytest.approx(7200, rel=0.03)
     assert out[-1].ev_peak_power_w == pytest.approx(3600, rel=0.03)
@@ -588,11 +593,6 @@ def test_at_the_houses_charging_power_a_charge_that_outlasted_two_hours_is_kept(
     later = _ac_cycles(6 * 60 + 135, 720, 12, 18, 3500.0)
     ev = window(6, 6 + 130 / 60, 3600.0)
     readings = trace(60, 12, lambda t: ac(t) + later(t) + ev(t))
-
-    def hinted(config: DetectorConfig) -> MeterDetector:
-        det = MeterDetector("m1", config)
-        det.ev_level_hint = 3600.0
-        return det
 
     _, out = run(readings, detector=hinted(DetectorConfig()))
     assert sessions(out) == [S.STARTED, S.ENDED]
@@ -628,11 +628,6 @@ def test_at_the_houses_charging_power_an_ac_running_through_the_heat_is_not_kept
     through the heat, begun right after one of its cycles, is not kept as a charge that
     outlasted 2 h. Control: without the rule it is."""
     readings = _hot_afternoon(130 / 60)
-
-    def hinted(config: DetectorConfig) -> MeterDetector:
-        det = MeterDetector("m1", config)
-        det.ev_level_hint = 3600.0
-        return det
 
     _, out = run(readings, detector=hinted(DetectorConfig()))
     assert S.STARTED not in states(out)
