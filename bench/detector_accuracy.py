@@ -1,7 +1,7 @@
 """Detector accuracy on simulated households with known sessions, at 1 s, 1 min and 15 min.
 
     .venv/bin/python -m bench.detector_accuracy [--houses 40] [--days 14] [--first-seed 40]
-        [--solar] [--pool] [--hot-days] [--ev-kw 3.3 4] [--live]
+        [--solar] [--pool] [--hot-days] [--abrupt-ends] [--ev-kw 3.3 4] [--live]
 
 Households: half on the real UCI base load (with added hot-climate confounders), half synthetic;
 all with AC cycles, water heaters, dryers, ovens, ranges and well pumps; EV sessions' start hours
@@ -11,7 +11,8 @@ edge_agent detect``) is scored, or with ``--live`` the agent's detector reading 
 the house's median by >= 1.2 kW for >= 15 min) is scored on the same traces in the same run.
 With ``--solar`` every house also has rooftop PV behind its meter (net power, passing clouds);
 with ``--pool`` a third of the hot-climate houses have a pool pump on a daily timer; with
-``--hot-days`` half the days of a hot-climate house have an afternoon its AC runs through.
+``--hot-days`` half the days of a hot-climate house have an afternoon its AC runs through; with
+``--abrupt-ends`` every charge stops within 1-5 min (a charge limit) instead of tapering.
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ def main() -> None:
         help="half the days, the AC runs without a break for 2-5 h of the afternoon",
     )
     parser.add_argument(
+        "--abrupt-ends",
+        action="store_true",
+        help="every charge stops within 1-5 min (at a charge limit), no 10-40 min taper",
+    )
+    parser.add_argument(
         "--ev-kw",
         type=float,
         nargs=2,
@@ -146,6 +152,7 @@ def main() -> None:
                 solar=args.solar,
                 pool=args.pool,
                 hot_days=args.hot_days,
+                abrupt_ends=args.abrupt_ends,
             )
             trace = simulate_household(seed, spec, real).resample(resolution)
             if args.ev_kw and not any(

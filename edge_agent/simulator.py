@@ -133,6 +133,7 @@ class HouseholdSpec:
     solar: bool = False  # rooftop PV: the meter sees net power and counts imported energy
     pool: bool = False  # a third of hot-climate houses get a pool pump on a daily timer
     hot_days: bool = False  # half the days, the AC runs without a break for 2-5 h of the afternoon
+    abrupt_ends: bool = False  # charges stop in 1-5 min (at the car's charge limit), no long taper
 
 
 def _on(power: FloatArray, a: int, b: int, watts: float | FloatArray) -> None:
@@ -316,9 +317,16 @@ def _solar(rng: np.random.Generator, n: int, step: int) -> FloatArray:
 
 
 def _ev_profile(
-    rng: np.random.Generator, level_w: float, energy_wh: float, step: int
+    rng: np.random.Generator,
+    level_w: float,
+    energy_wh: float,
+    step: int,
+    ends: np.random.Generator | None = None,
 ) -> tuple[FloatArray, list[tuple[int, int]]]:
-    """EV power at ``step`` resolution: soft start, plateau, taper, optional pauses."""
+    """EV power at ``step`` resolution: soft start, plateau, taper, optional pauses. With
+    ``ends`` (own generator, so the sessions stay the same) the charge stops in 1-5 min, as at
+    a charge limit below full or at 3-4 kW into a large battery, instead of a 10-40 min taper;
+    the car stays plugged in, drawing nothing, for the rest of the taper's time."""
     taper_share = rng.uniform(0.03, 0.10)
     plateau_s = energy_wh * (1 - taper_share) / level_w * 3600
     taper_s = rng.uniform(600, 2400)
@@ -326,6 +334,9 @@ def _ev_profile(
     plateau = np.ones(max(1, int(plateau_s / step)))
     floor = rng.uniform(0.15, 0.35)
     taper = np.linspace(1.0, floor, max(1, int(taper_s / step)))
+    if ends is not None:
+        short = min(len(taper), max(1, int(ends.uniform(60, 300) / step)))
+        taper = np.concatenate([np.linspace(1.0, floor, short), np.zeros(len(taper) - short)])
     shape = np.concatenate([ramp, plateau, taper]) * level_w
     shape *= 1 + rng.normal(0, 0.01, len(shape))
     pauses: list[tuple[int, int]] = []
@@ -348,6 +359,7 @@ def simulate_household(
     n = spec.days * DAY_S // step
     real = real or RealData()
     heat = np.random.default_rng(seed + 3_000_017) if spec.hot_days else None
+    ends = np.random.default_rng(seed + 4_000_037) if spec.abrupt_ends else None
     if real.base_w is not None and rng.random() < 0.5:
         power = _real_base(rng, real.base_w, n, step)
         if spec.hot_climate:  # the real house has no AC; its own appliances are already in it
@@ -393,16 +405,17 @@ def simulate_household(
         start = int((day * DAY_S + hour * 3600) / step)
         if start <= busy_until + int(3600 / step):
             continue
-        shape, _pauses = _ev_profile(rng, level, energy_kwh * 1000, step)
+        shape, _pauses = _ev_profile(rng, level, energy_kwh * 1000, step, ends)
         end = start + len(shape)
         if end >= n:
             continue
         ev[start:end] += shape
         busy_until = end
+        charged_until = start + int(np.flatnonzero(shape)[-1]) + 1  # plugged in, idle after
         sessions.append(
             GroundTruthSession(
                 start=t0 + start * step,
-                end=t0 + end * step,
+                end=t0 + charged_until * step,
                 energy_wh=float(shape.sum() * step / 3600),
                 peak_w=float(shape.max()),
                 level_w=float(level),

@@ -73,3 +73,24 @@ def test_on_hot_days_the_ac_runs_through_the_afternoon():
     hot = longest_ac_runs_h(simulate_household(0, HouseholdSpec(days=8, step_s=60, hot_days=True)))
     assert sum(h >= 2 for h in hot) >= sum(h >= 2 for h in plain) + 2
     assert all(h >= p for h, p in zip(hot, plain, strict=True))
+
+
+def test_abrupt_ends_stop_each_charge_within_minutes_in_the_same_house():
+    """With abrupt ends every charge winds down in at most 5 min (a charge limit) where the
+    default tapers for 10-40 min; the house and the sessions' starts and levels stay the same."""
+
+    def wind_down_min(trace, session) -> float:
+        inside = (trace.times >= session.start) & (trace.times < session.end)
+        ev = trace.ev_power_w[inside]
+        below = np.flatnonzero(ev >= 0.9 * session.level_w)
+        return (len(ev) - 1 - below[-1]) if len(below) else float("inf")
+
+    spec = HouseholdSpec(days=6, step_s=60)
+    plain = simulate_household(9, spec)
+    abrupt = simulate_household(9, HouseholdSpec(days=6, step_s=60, abrupt_ends=True))
+    assert np.allclose(abrupt.power_w - abrupt.ev_power_w, plain.power_w - plain.ev_power_w)
+    assert [(s.start, s.level_w) for s in abrupt.sessions] == [
+        (s.start, s.level_w) for s in plain.sessions
+    ]
+    assert all(wind_down_min(abrupt, s) <= 5 for s in abrupt.sessions)
+    assert min(wind_down_min(plain, s) for s in plain.sessions) >= 9
