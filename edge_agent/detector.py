@@ -70,7 +70,7 @@ from typing import Any
 
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.6"
+DETECTOR_VERSION = "floor-step/1.7"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -107,6 +107,7 @@ class DetectorConfig:
     step_window_s: float = 120.0
     held_window_s: float = 30 * 60.0
     solar_memory_s: float = 48 * 3600.0
+    solar_hours: int = 2
     solar_export_w: float = 100.0
     drift_fraction: float = 0.6
     taper_min_s: float = 6 * 60.0
@@ -293,7 +294,8 @@ class MeterDetector:
     held: _RollingMin = field(init=False)  # a session's lowest excess of the last half hour
     ev_level_hint: float | None = None  # the house's own charging power, when known
     ev_timer_s: float | None = None  # the time of day (s, UTC) its charging timer starts
-    exported_at: float | None = None  # last reading of export (rooftop solar behind the meter)
+    # The last export (rooftop solar behind the meter) seen in each hour of the day (UTC).
+    export_hours: list[float | None] = field(default_factory=lambda: [None] * 24)
     # Candidate (PENDING) state
     cand_start: float = 0.0
     cand_first_excess: float = 0.0
@@ -386,7 +388,7 @@ class MeterDetector:
             self.dropped_readings += 1
             return []
         if power_w <= -self.config.solar_export_w:  # not a meter's offset of a few watts
-            self.exported_at = t
+            self.export_hours[int(t // 3600) % 24] = t
         out: list[Transition] = []
         if self.last_t is None:
             self._start_history(t, power_w, energy_wh)
@@ -448,8 +450,14 @@ class MeterDetector:
         self._begin_candidate(t, base, excess)
 
     def _solar(self, t: float) -> bool:
-        """The house exported lately: there is generation behind the meter."""
-        return self.exported_at is not None and t - self.exported_at <= self.config.solar_memory_s
+        """The house exported lately at about this time of day (``solar_hours`` either side): its
+        panels may be generating now. At night its net load is its own, as in a house without."""
+        hour, cfg = int(t // 3600) % 24, self.config
+        return any(
+            (seen := self.export_hours[(hour + k) % 24]) is not None
+            and t - seen <= cfg.solar_memory_s
+            for k in range(-cfg.solar_hours, cfg.solar_hours + 1)
+        )
 
     def _begin_candidate(self, t: float, base: float, excess: float) -> None:
         self.phase = Phase.PENDING
@@ -1106,7 +1114,7 @@ class MeterDetector:
             "plateau": list(self.plateau.items),
             "lately": list(self.lately.items),
             "held": list(self.held.items),
-            "exported_at": self.exported_at,
+            "export_hours": self.export_hours,
             "cand_start": self.cand_start,
             "cand_first_excess": self.cand_first_excess,
             "cand_base": self.cand_base,
@@ -1134,7 +1142,7 @@ class MeterDetector:
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
             "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
-            "cand_rise", "rise_samples", "exported_at", "cand_early_min",
+            "cand_rise", "rise_samples", "cand_early_min",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))
@@ -1148,6 +1156,10 @@ class MeterDetector:
                     det.cand_excess[:i], det.cand_trend, det.cand_excess[i], det._trend_step()
                 )
         det.recent_cycles = [list(c) for c in state["recent_cycles"]]
+        if "export_hours" in state:
+            det.export_hours = list(state["export_hours"])
+        elif state.get("exported_at") is not None:  # a snapshot from before the hours were kept
+            det.export_hours[int(state["exported_at"] // 3600) % 24] = state["exported_at"]
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
         det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])
         det.lately = _RollingMin(det.config.step_window_s, state.get("lately"))

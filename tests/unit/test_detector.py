@@ -157,7 +157,7 @@ def test_a_snapshot_from_before_a_field_existed_still_restores():
     readings = trace(60, 6, window(1, 3, 3500))
     det, first = run(readings[:120])
     older = det.snapshot()
-    for name in ("prev_p", "cand_stacked", "on_top", "cand_rise", "rise_samples"):
+    for name in ("prev_p", "cand_stacked", "on_top", "cand_rise", "rise_samples", "export_hours"):
         del older[name]
     for name in ("stacked", "resumes", "unlimited_level_w"):
         del older["session"][name]
@@ -468,6 +468,27 @@ def test_a_charge_that_tapers_off_is_found_among_same_size_ac_cycles():
     assert ended.stop_time == pytest.approx(T0 + 6 * 3600 + 120 * 60, abs=10 * 60)
     assert ended.ev_peak_power_w == pytest.approx(3600, rel=0.03)
     assert ended.ev_energy_wh == pytest.approx(3600 * 100 / 60 + 2250 * 20 / 60, rel=0.08)
+
+
+def test_at_night_a_house_with_solar_is_judged_as_one_without():
+    """The charge of the test below, tapering off under a same-size AC, in a house whose panels
+    exported in the morning (from 09:47 UTC, the sun fading under the house's load within the
+    hour). At 15:47-17:47 UTC, hours from any export, it is found as in a house without panels.
+    Control: a house judged as solar at every hour drops it (the sun rising under a long run
+    also lowers net power smoothly, so a taper under other loads is not trusted there)."""
+    ac = _ac_cycles(60, 360, 12, 18, 3500.0)
+    on_top = window(6 + 110 / 60, 6 + 140 / 60, 3500.0)
+    later = _ac_cycles(6 * 60 + 160, 600, 12, 18, 3500.0)
+    ev = _tapering_charge(6 * 60, 100, 20, 3600.0)
+    sun = _fading_sun(0, 1, 2000.0)
+    readings = trace(60, 10, lambda t: ac(t) + on_top(t) + later(t) + ev(t) - sun(t))
+    assert min(p for _, p, _ in readings) < 0
+    _, out = run(readings)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 6 * 3600, abs=60)
+    assert out[-1].stop_time == pytest.approx(T0 + 6 * 3600 + 120 * 60, abs=3 * 60)
+    _, control = run(readings, DetectorConfig(solar_hours=12))
+    assert S.STARTED not in states(control)
 
 
 NO_TAPER_RULE = DetectorConfig(taper_depth=10.0)
