@@ -99,6 +99,9 @@ class DetectorConfig:
     cyclic_min_s: float = 60 * 60.0
     post_check_s: float = 30 * 60.0
     run_through_s: float = 30 * 60.0
+    heat_margin_h: int = 2
+    heat_min_days: int = 2
+    heat_memory: int = 8
     stack_tolerance: float = 0.2
     stack_min_s: float = 5 * 60.0
     stack_min_count: int = 2
@@ -296,6 +299,9 @@ class MeterDetector:
     ev_timer_s: float | None = None  # the time of day (s, UTC) its charging timer starts
     # The last export (rooftop solar behind the meter) seen in each hour of the day (UTC).
     export_hours: list[float | None] = field(default_factory=lambda: [None] * 24)
+    # For each hour of the day (UTC), when the AC's latest runs through the heat that covered
+    # it ended (see ``_ran_through_the_heat``).
+    heat_hours: list[list[float]] = field(default_factory=lambda: [[] for _ in range(24)])
     # Candidate (PENDING) state
     cand_start: float = 0.0
     cand_first_excess: float = 0.0
@@ -563,6 +569,8 @@ class MeterDetector:
             and not self._ran_through_the_heat(self.post_level)
         )
         if excess >= (1 - self.config.cycle_tolerance) * self.post_level and not proven:
+            if self.post_stop - self.cand_start >= self.config.cyclic_confirm_s:
+                self._ran_through_at(self.cand_start, self.post_stop)
             self._abandon_candidate(t)  # the same load is back: a cycling appliance
             self._begin_candidate(t, self.cand_base, excess)
             return []
@@ -731,13 +739,38 @@ class MeterDetector:
         return len(similar) >= self.config.cycle_min_count
 
     def _ran_through_the_heat(self, level: float) -> bool:
-        """A cycler of this size switched off shortly before the candidate began, and no load
-        of its size cycled on top since: on a hot afternoon, the AC itself running through the
-        heat. However long it runs, it must then stay off (``post_check_s``) to count."""
+        """A cycler of this size switched off shortly before the candidate began, or it began
+        at the hours the AC ran through the heat on other days, and no load of its size cycled
+        on top since: on a hot afternoon, the AC itself running through the heat. However long
+        it runs, it must then stay off (``post_check_s``) to count."""
         if self.cand_stacked:
             return False
         since = self.cand_start - self.config.run_through_s
-        return any(since < end <= self.cand_start for end in self._cycles_of_size(level))
+        return self._in_the_heat_hours(self.cand_start) or any(
+            since < end <= self.cand_start for end in self._cycles_of_size(level)
+        )
+
+    def _ran_through_at(self, start: float, stop: float) -> None:
+        """A run held back as the AC's (begun just after its cycle, or in its heat hours) went
+        on for hours, and the same load came back after it: the AC ran through the heat over
+        these hours of the day."""
+        for hour in range(int(start // 3600), int(stop // 3600) + 1):
+            ends = self.heat_hours[hour % 24]
+            ends.append(stop)
+            del ends[: -self.config.heat_memory]
+
+    def _in_the_heat_hours(self, t: float) -> bool:
+        """On ``heat_min_days`` days lately (or, offline, anywhere in the file), the AC ran
+        through the heat within ``heat_margin_h`` of this hour of the day: the first run of a
+        hot afternoon has no cycle just before it to give it away, but it comes at those hours."""
+        cfg = self.config
+        hour = int(t // 3600) % 24
+        for k in range(-cfg.heat_margin_h, cfg.heat_margin_h + 1):
+            ends = self.heat_hours[(hour + k) % 24]
+            days = {int(end // 86_400) for end in ends if t - end <= cfg.cycle_lookback_s}
+            if len(days) >= cfg.heat_min_days:
+                return True
+        return False
 
     def _same_size_on_top(
         self, t: float, p: float, base: float, edge: tuple[float, float] | None
@@ -1115,6 +1148,7 @@ class MeterDetector:
             "lately": list(self.lately.items),
             "held": list(self.held.items),
             "export_hours": self.export_hours,
+            "heat_hours": self.heat_hours,
             "cand_start": self.cand_start,
             "cand_first_excess": self.cand_first_excess,
             "cand_base": self.cand_base,
@@ -1156,6 +1190,8 @@ class MeterDetector:
                     det.cand_excess[:i], det.cand_trend, det.cand_excess[i], det._trend_step()
                 )
         det.recent_cycles = [list(c) for c in state["recent_cycles"]]
+        if "heat_hours" in state:
+            det.heat_hours = [list(ends) for ends in state["heat_hours"]]
         if "export_hours" in state:
             det.export_hours = list(state["export_hours"])
         elif state.get("exported_at") is not None:  # a snapshot from before the hours were kept

@@ -5,7 +5,9 @@ detector the live agent runs over each meter's readings in time order (primed wi
 loads of the file's first days, as a running agent would know them), and yields one
 Itron-named record per session, leaving out those at under half the house's typical charging
 power (seen over the whole file, they are other loads). Knowing that power from a first run,
-it runs a second time with it (an AC a fifth smaller than the EV is then not the EV's size).
+and the hours at which the AC ran through the heat, it runs a second time with them (an AC a
+fifth smaller than the EV is then not the EV's size; a hot afternoon's first long AC run,
+with no cycle just before it, is then known for one).
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ def detect(
     seen in the file's first ``cycle_lookback_s`` (a first pass over those readings), then
     runs over the whole file; its sessions are then judged together (see
     ``_of_the_households_ev``). With enough of them the house's own charging power is known,
-    and a second run uses it (``MeterDetector.ev_level_hint``).
+    and a second run uses it (``MeterDetector.ev_level_hint``), and the hours of the day at
+    which the first run saw the AC run through the heat (``MeterDetector.heat_hours``).
     """
     config = config or DetectorConfig()
     by_meter: dict[str, _MeterReadings] = {}
@@ -129,12 +132,20 @@ def detect(
         meter.add(t, power, energy)
     for meter in by_meter.values():
         cycles = _cycles_early_in(meter, config)
-        kept = _of_the_households_ev(_sessions(meter, config, cycles), config)
+        heat: list[list[float]] = [[] for _ in range(24)]
+        kept = _of_the_households_ev(_sessions(meter, config, cycles, heat=heat), config)
+        ev_power: float | None = None
+        timer: float | None = None
         if len(kept) >= config.household_min_sessions:
-            # Second pass, knowing the house's own charging power from the first.
-            power = _charging_power(kept)
-            timer = _charging_timer(kept, config)
-            kept = _of_the_households_ev(_sessions(meter, config, cycles, power, timer), config)
+            ev_power, timer = _charging_power(kept), _charging_timer(kept, config)
+        if ev_power is not None or any(heat):
+            # Second pass, knowing from the first (the whole file) the house's own charging
+            # power and the hours its AC runs through the heat.
+            heat = [list(ends) for ends in heat]
+            kept = _of_the_households_ev(
+                _sessions(meter, config, cycles, ev_power_w=ev_power, timer_s=timer, heat=heat),
+                config,
+            )
         yield from kept
 
 
@@ -170,13 +181,17 @@ def _sessions(
     meter: _MeterReadings,
     config: DetectorConfig,
     cycles: list[list[float]],
+    *,
     ev_power_w: float | None = None,
     timer_s: float | None = None,
+    heat: list[list[float]] | None = None,
 ) -> list[Transition]:
     """The ``Ended`` transitions of one meter's readings, from a primed detector."""
     det = MeterDetector(meter.asset_id, config)
     det.recent_cycles = [list(c) for c in cycles]
     det.ev_level_hint, det.ev_timer_s = ev_power_w, timer_s
+    if heat is not None:
+        det.heat_hours = heat  # shared: a first pass leaves what it learnt there
     ended = [
         tr
         for t, power, energy in meter.in_time_order()

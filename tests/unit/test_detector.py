@@ -157,7 +157,15 @@ def test_a_snapshot_from_before_a_field_existed_still_restores():
     readings = trace(60, 6, window(1, 3, 3500))
     det, first = run(readings[:120])
     older = det.snapshot()
-    for name in ("prev_p", "cand_stacked", "on_top", "cand_rise", "rise_samples", "export_hours"):
+    for name in (
+        "prev_p",
+        "cand_stacked",
+        "on_top",
+        "cand_rise",
+        "rise_samples",
+        "export_hours",
+        "heat_hours",
+    ):
         del older[name]
     for name in ("stacked", "resumes", "unlimited_level_w"):
         del older["session"][name]
@@ -654,3 +662,25 @@ def test_at_the_houses_charging_power_an_ac_running_through_the_heat_is_not_kept
     assert S.STARTED not in states(out)
     _, control = run(readings, detector=hinted(DetectorConfig(run_through_s=0.0)))
     assert sessions(control) == [S.STARTED, S.ENDED]
+
+
+def test_a_hot_afternoons_first_run_is_known_by_the_hours_the_ac_ran_through_the_heat():
+    """Two hot afternoons like the one above (a 3 h run straight after a cycle, then cycling
+    again), then a third whose run, at the same hours, is the AC's first of the day: no cycle
+    just before it to give it away. The AC ran through the heat at those hours on two days,
+    so this run too must stay off after it, and it does not. Control: without learning the
+    hours (``heat_min_days`` never reached) the third run is taken for a charge."""
+    loads = []
+    for day in range(3):
+        minute = day * 24 * 60
+        if day < 2:
+            loads.append(_ac_cycles(minute + 60, minute + 360, 12, 18, 3500.0))
+        loads.append(window(day * 24 + 6, day * 24 + 9, 3500.0))
+        loads.append(_ac_cycles(minute + 9 * 60 + 5, minute + 14 * 60, 12, 18, 3500.0))
+    readings = trace(60, 3 * 24, lambda t: sum(load(t) for load in loads))
+    det, out = run(readings)
+    assert S.STARTED not in states(out)
+    assert sum(bool(ends) for ends in det.heat_hours) == 4  # hours 6-9 after T0 (UTC 15-18)
+    _, control = run(readings, DetectorConfig(heat_min_days=99))
+    assert sessions(control) == [S.STARTED, S.ENDED]
+    assert control[0].start_time == pytest.approx(T0 + (48 + 6) * 3600, abs=60)

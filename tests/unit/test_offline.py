@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.detector import MeterDetector, Transition
+from edge_agent.detector import DetectorConfig, MeterDetector, Transition
 from edge_agent.offline import _charging_power, detect
 from schemas.pleevi import Measurement
 from schemas.pleevi import TransactionState as S
@@ -112,6 +112,28 @@ def test_a_file_starts_with_the_memory_of_its_first_days_cycles():
         started_reading_by_reading(rows) == 1
     )  # the control: without memory the first run is taken
     assert list(detect(rows)) == []
+
+
+def test_the_hours_the_ac_runs_through_the_heat_are_known_from_the_files_first_day():
+    """Three hot afternoons of a 3.5 kW AC running 14:00-17:00 without a break, then cycling
+    again. On the second and third it runs straight after a cycle, which gives it away; on the
+    first it is the AC's first run of the day, and read reading by reading it is taken for a
+    charge. Over the whole file the AC ran through the heat at those hours on two days, so the
+    first afternoon's run is known for the AC's too. Control: without learning those hours
+    (``heat_min_days`` never reached) the offline mode takes it as well."""
+
+    def ac(m: int) -> float:
+        day, minute = divmod(m, 1440)
+        cycling_before = day > 0 and 600 <= minute < 822 and (minute - 600) % 30 < 12
+        cycling_after = 1025 <= minute < 1320 and (minute - 1025) % 30 < 12
+        running = 840 <= minute < 1020
+        return 3500.0 if cycling_before or cycling_after or running else 0.0
+
+    rows = [("m", t.timestamp(), p, e) for t, p, e in minutes(3 * 24, ac)]
+    assert started_reading_by_reading(rows) == 1  # the control: the first afternoon's run
+    assert list(detect(rows)) == []
+    [taken] = detect(rows, DetectorConfig(heat_min_days=99))  # without learning the hours
+    assert taken.start_time == pytest.approx(START.timestamp() + 840 * 60, abs=120)
 
 
 def test_a_file_concatenated_out_of_order_is_read_in_time_order(tmp_path):
