@@ -271,6 +271,12 @@ def _wound_down(
     return top, bottom
 
 
+def _hours_about(t: float, margin: int) -> list[int]:
+    """The hours of the day (UTC, 0-23) within ``margin`` hours of ``t``'s."""
+    hour = int(t // 3600)
+    return [(hour + k) % 24 for k in range(-margin, margin + 1)]
+
+
 def _tapering_power(trend: list[float], level: float, top: int, k: int) -> float:
     """The EV's own power at reading ``k`` of a taper from ``top``: its level less what its
     charge had wound down by, whatever ran on top."""
@@ -458,11 +464,10 @@ class MeterDetector:
     def _solar(self, t: float) -> bool:
         """The house exported lately at about this time of day (``solar_hours`` either side): its
         panels may be generating now. At night its net load is its own, as in a house without."""
-        hour, cfg = int(t // 3600) % 24, self.config
+        cfg = self.config
         return any(
-            (seen := self.export_hours[(hour + k) % 24]) is not None
-            and t - seen <= cfg.solar_memory_s
-            for k in range(-cfg.solar_hours, cfg.solar_hours + 1)
+            (seen := self.export_hours[hour]) is not None and t - seen <= cfg.solar_memory_s
+            for hour in _hours_about(t, cfg.solar_hours)
         )
 
     def _begin_candidate(self, t: float, base: float, excess: float) -> None:
@@ -764,9 +769,8 @@ class MeterDetector:
         through the heat within ``heat_margin_h`` of this hour of the day: the first run of a
         hot afternoon has no cycle just before it to give it away, but it comes at those hours."""
         cfg = self.config
-        hour = int(t // 3600) % 24
-        for k in range(-cfg.heat_margin_h, cfg.heat_margin_h + 1):
-            ends = self.heat_hours[(hour + k) % 24]
+        for hour in _hours_about(t, cfg.heat_margin_h):
+            ends = self.heat_hours[hour]
             days = {int(end // 86_400) for end in ends if t - end <= cfg.cycle_lookback_s}
             if len(days) >= cfg.heat_min_days:
                 return True
