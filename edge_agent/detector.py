@@ -319,7 +319,7 @@ class MeterDetector:
     cand_meter_wh: float = 0.0
     cand_house_wh: float = 0.0
     cand_stacked: int = 0
-    cand_early_min: float = 0.0  # lowest excess of the candidate's first quarter hour
+    cand_early_min: float = 0.0  # lowest excess of the candidate's first quarter hour (body)
     on_top: list[float] | None = None
     cand_rise: list[float] | None = None
     rise_samples: list[list[float]] = field(default_factory=list)
@@ -528,7 +528,9 @@ class MeterDetector:
             return []
         self._add_excess(excess)
         self.held.push(t, excess)
-        if t - self.cand_start <= cfg.plateau_window_s:
+        if len(self.cand_excess) == 2:
+            self.cand_early_min = excess  # the first reading is partial: a step mid-interval
+        elif t - self.cand_start <= cfg.plateau_window_s:
             self.cand_early_min = min(self.cand_early_min, excess)
         edge = self._rising_edge(p, self.cand_base)
         self.cand_stacked += self._same_size_on_top(t, p, self.cand_base, edge)

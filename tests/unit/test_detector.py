@@ -448,6 +448,26 @@ def test_with_solar_behind_the_meter_a_session_ends_when_the_ev_stops():
     assert ended.ev_energy_wh == pytest.approx(7000, rel=0.08)
 
 
+def test_with_solar_a_charge_whose_first_reading_caught_part_of_its_step_is_found():
+    """A house exporting 2 kW at midday; a 7 kW charge switches on 15 s before the end of a
+    minute, so its first reading holds a quarter of its step. That partial reading is not the
+    candidate's early level: measured from it, the excess would seem to have climbed by 75% of
+    the level, as under a fading sun, and the charge would be dropped."""
+
+    def ev(t: float) -> float:
+        minute = (t - T0) / 60
+        if 119 <= minute < 120:
+            return 7000.0 / 4
+        return 7000.0 if 120 <= minute < 210 else 0.0
+
+    readings = trace(60, 5, ev, base=lambda t: BASE - 2300.0)
+    assert min(p for _, p, _ in readings) < 0
+    _, out = run(readings)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 119 * 60, abs=90)
+    assert out[-1].ev_energy_wh == pytest.approx(7000 * 1.5, rel=0.05)
+
+
 def _tapering_charge(start_min: float, full_min: float, taper_min: float, watts: float):
     """``watts`` for ``full_min``, then winding down linearly to a quarter over ``taper_min``."""
 
