@@ -112,7 +112,7 @@ class DetectorConfig:
     solar_memory_s: float = 48 * 3600.0
     solar_hours: int = 2
     solar_export_w: float = 100.0
-    drift_fraction: float = 0.6
+    drift_fraction: float = 0.3
     taper_min_s: float = 6 * 60.0
     tapered_confirm_s: float = 30 * 60.0
     taper_step: float = 0.1
@@ -319,7 +319,6 @@ class MeterDetector:
     cand_meter_wh: float = 0.0
     cand_house_wh: float = 0.0
     cand_stacked: int = 0
-    cand_early_min: float = 0.0  # lowest excess of the candidate's first quarter hour (body)
     on_top: list[float] | None = None
     cand_rise: list[float] | None = None
     rise_samples: list[list[float]] = field(default_factory=list)
@@ -481,7 +480,6 @@ class MeterDetector:
         self.cand_stacked = 0
         self.on_top = None
         self.cand_rise, self.rise_samples = None, []
-        self.cand_early_min = excess
         self.held.clear()
 
     def _pending(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
@@ -528,10 +526,6 @@ class MeterDetector:
             return []
         self._add_excess(excess)
         self.held.push(t, excess)
-        if len(self.cand_excess) == 2:
-            self.cand_early_min = excess  # the first reading is partial: a step mid-interval
-        elif t - self.cand_start <= cfg.plateau_window_s:
-            self.cand_early_min = min(self.cand_early_min, excess)
         edge = self._rising_edge(p, self.cand_base)
         self.cand_stacked += self._same_size_on_top(t, p, self.cand_base, edge)
         if edge is not None and edge[0] >= cfg.min_ev_power_w and edge[1] >= cfg.min_ev_power_w / 2:
@@ -636,14 +630,15 @@ class MeterDetector:
         return before[len(before) // 10]
 
     def _drifting(self, level: float) -> bool:
-        """With solar behind the meter, a candidate whose lowest excess keeps climbing is the
-        sun fading under it (after a cloud or an appliance's step), not a charger's flat draw."""
-        if not self._solar(self.cand_start):
+        """With solar behind the meter, a candidate whose trend (its small changes only: loads
+        stepping on top, a cloud's step and its own partial first reading left out) climbed by
+        ``drift_fraction`` of its level since its first quarter hour is the sun fading under it,
+        not a charger's flat draw."""
+        trend = self.cand_trend
+        if not trend or not self._solar(self.cand_start):
             return False
-        lately = self.held.value()
-        return (
-            lately is not None and lately - self.cand_early_min > self.config.drift_fraction * level
-        )
+        early = round(self.config.plateau_window_s / max(self.interval_s, 1.0))
+        return trend[-1] - min(trend[: early + 1]) > self.config.drift_fraction * level
 
     def _duty_cycling(self) -> bool:
         """At coarse resolution a compressor's cycles blur into interval means that rise and
@@ -854,7 +849,6 @@ class MeterDetector:
             self.cand_meter_wh += meter
             self.cand_house_wh += house
         self.cand_first_excess = self.cand_excess[0] if self.cand_excess else now
-        self.cand_early_min = min(self.cand_excess, default=now)
 
     def _interpolated_start(self, level: float) -> float:
         fraction = min(1.0, max(0.0, self.cand_first_excess / level))
@@ -1164,7 +1158,6 @@ class MeterDetector:
             "cand_house_wh": self.cand_house_wh,
             "cand_sum": self.cand_sum,
             "cand_stacked": self.cand_stacked,
-            "cand_early_min": self.cand_early_min,
             "on_top": self.on_top,
             "cand_rise": self.cand_rise,
             "rise_samples": self.rise_samples,
@@ -1182,7 +1175,7 @@ class MeterDetector:
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
             "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
-            "cand_rise", "rise_samples", "cand_early_min",
+            "cand_rise", "rise_samples",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))

@@ -450,9 +450,9 @@ def test_with_solar_behind_the_meter_a_session_ends_when_the_ev_stops():
 
 def test_with_solar_a_charge_whose_first_reading_caught_part_of_its_step_is_found():
     """A house exporting 2 kW at midday; a 7 kW charge switches on 15 s before the end of a
-    minute, so its first reading holds a quarter of its step. That partial reading is not the
-    candidate's early level: measured from it, the excess would seem to have climbed by 75% of
-    the level, as under a fading sun, and the charge would be dropped."""
+    minute, so its first reading holds a quarter of its step. The rest of the step, at the next
+    reading, is a step, not a climb: measured from that partial reading, the excess would seem
+    to have climbed by 75% of its level, as under a fading sun, and the charge be dropped."""
 
     def ev(t: float) -> float:
         minute = (t - T0) / 60
@@ -466,6 +466,20 @@ def test_with_solar_a_charge_whose_first_reading_caught_part_of_its_step_is_foun
     assert sessions(out) == [S.STARTED, S.ENDED]
     assert out[0].start_time == pytest.approx(T0 + 119 * 60, abs=90)
     assert out[-1].ev_energy_wh == pytest.approx(7000 * 1.5, rel=0.05)
+
+
+def test_with_solar_a_charge_rising_on_top_of_the_ac_is_not_the_sun_fading():
+    """A house exporting 2 kW at midday; its 3.5 kW AC starts, and 3 min later a 7 kW charge
+    rises on top of it. The candidate's excess climbed from the AC's level to both loads' in a
+    step, not as a fading sun lifts net power (minute by minute): the charge is reported, and
+    it ends when the EV steps off under the AC still running."""
+    ac = window(2, 5, 3500.0)
+    ev = window(2 + 3 / 60, 2 + 93 / 60, 7000.0)
+    readings = trace(60, 6, lambda t: ac(t) + ev(t), base=lambda t: BASE - 2300.0)
+    assert min(p for _, p, _ in readings) < 0
+    _, out = run(readings)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[-1].stop_time == pytest.approx(T0 + (2 * 60 + 93) * 60, abs=90)
 
 
 def _tapering_charge(start_min: float, full_min: float, taper_min: float, watts: float):
