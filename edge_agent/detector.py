@@ -132,6 +132,10 @@ class DetectorConfig:
     hint_outlast_s: float = 2 * 3600.0
     timer_slack_s: float = 3 * 60.0
     timer_min_sessions: int = 3
+    schedule_max_w: float = 3000.0
+    schedule_slack_s: float = 10 * 60.0
+    schedule_min_share: float = 0.6
+    schedule_tolerance: float = 0.1
 
 
 class Phase(StrEnum):

@@ -133,7 +133,8 @@ def detect(
     for meter in by_meter.values():
         cycles = _cycles_early_in(meter, config)
         heat: list[list[float]] = [[] for _ in range(24)]
-        kept = _of_the_households_ev(_sessions(meter, config, cycles, heat=heat), config)
+        days = meter.days()
+        kept = _of_the_households_ev(_sessions(meter, config, cycles, heat=heat), config, days)
         ev_power: float | None = None
         timer: float | None = None
         if len(kept) >= config.household_min_sessions:
@@ -145,6 +146,7 @@ def detect(
             kept = _of_the_households_ev(
                 _sessions(meter, config, cycles, ev_power_w=ev_power, timer_s=timer, heat=heat),
                 config,
+                days,
             )
         yield from kept
 
@@ -157,6 +159,10 @@ class _MeterReadings:
         self.asset_id = asset_id
         self.times, self.powers, self.energies = array("d"), array("d"), array("d")
         self.order: Sequence[int] | None = None
+
+    def days(self) -> float:
+        """How many days the readings span."""
+        return (max(self.times) - min(self.times)) / 86_400.0 if self.times else 0.0
 
     def add(self, t: float, power: float, energy: float | None) -> None:
         self.times.append(t)
@@ -201,14 +207,50 @@ def _sessions(
     return ended + det.finish()
 
 
-def _of_the_households_ev(ended: list[Transition], config: DetectorConfig) -> list[Transition]:
+def _of_the_households_ev(
+    ended: list[Transition], config: DetectorConfig, days: float
+) -> list[Transition]:
     """A house's charges share one power (one car, one charger). Seen over a whole file, a
     "session" at under half the house's typical session power is another load (a well pump, the
-    base load climbing for hours), not its EV."""
+    base load climbing for hours), not its EV; nor is a load on a daily schedule."""
+    ended = _off_the_daily_schedule(ended, config, days)
     if len(ended) < config.household_min_sessions:
         return ended
     typical = statistics.median(tr.ev_peak_power_w for tr in ended)
     return [tr for tr in ended if tr.ev_peak_power_w >= config.household_level_fraction * typical]
+
+
+def _off_the_daily_schedule(
+    ended: list[Transition], config: DetectorConfig, days: float
+) -> list[Transition]:
+    """Leaves out a load on a daily schedule (a pool pump on its timer): under an L2 charger's
+    power (``schedule_max_w``), on most days of the file it started at the same time of day
+    (``schedule_slack_s``) and ran about as long (their median spread within
+    ``schedule_tolerance``). An EV on a charging timer starts at one time too, but charges for
+    as long as the day's driving needs; a commuter's nightly L2 charge, as regular, is not
+    questioned."""
+    small = [tr for tr in ended if tr.ev_peak_power_w < config.schedule_max_w]
+    scheduled: set[int] = set()
+    for tr in small:
+        group = [
+            other
+            for other in small
+            if _minutes_apart_in_the_day(other.start_time, tr.start_time) * 60
+            <= config.schedule_slack_s
+        ]
+        on_days = {int(other.start_time // 86_400) for other in group}
+        if len(on_days) < max(config.household_min_sessions, config.schedule_min_share * days):
+            continue
+        median = statistics.median(other.duration_h for other in group)
+        spread = statistics.median(abs(other.duration_h - median) for other in group)
+        if spread <= config.schedule_tolerance * median:
+            scheduled.update(id(other) for other in group)
+    return [tr for tr in ended if id(tr) not in scheduled]
+
+
+def _minutes_apart_in_the_day(a: float, b: float) -> float:
+    off = abs(a - b) % 86_400.0
+    return min(off, 86_400.0 - off) / 60.0
 
 
 def _charging_power(sessions: list[Transition]) -> float:
