@@ -4,7 +4,8 @@ Reads CSV ``timestamp,power_w,energy_wh`` or Pleevi measurement JSON Lines, runs
 detector the live agent runs over each meter's readings in time order (primed with the cycling
 loads of the file's first days, as a running agent would know them), and yields one
 Itron-named record per session, leaving out those at under half the house's typical charging
-power (seen over the whole file, they are other loads). Knowing that power from a first run,
+power and those of a load on a daily schedule (seen over the whole file, they are other loads:
+a well pump, a pool pump on its timer). Knowing that power from a first run,
 and the hours at which the AC ran through the heat, it runs a second time with them (an AC a
 fifth smaller than the EV is then not the EV's size; a hot afternoon's first long AC run,
 with no cycle just before it, is then known for one).
