@@ -99,6 +99,7 @@ class DetectorConfig:
     cyclic_min_s: float = 60 * 60.0
     post_check_s: float = 30 * 60.0
     run_through_s: float = 30 * 60.0
+    heat_run_s: float = 90 * 60.0  # a held run this long, the AC back after it: heat hours
     heat_margin_h: int = 2
     heat_min_days: int = 2
     heat_memory: int = 8
@@ -574,7 +575,7 @@ class MeterDetector:
             and not self._ran_through_the_heat(self.post_level)
         )
         if excess >= (1 - self.config.cycle_tolerance) * self.post_level and not proven:
-            if self.post_stop - self.cand_start >= self.config.cyclic_confirm_s:
+            if self.post_stop - self.cand_start >= self.config.heat_run_s:
                 self._ran_through_at(self.cand_start, self.post_stop)
             self._abandon_candidate(t)  # the same load is back: a cycling appliance
             self._begin_candidate(t, self.cand_base, excess)
@@ -758,8 +759,8 @@ class MeterDetector:
 
     def _ran_through_at(self, start: float, stop: float) -> None:
         """A run held back as the AC's (begun just after its cycle, or in its heat hours) went
-        on for hours, and the same load came back after it: the AC ran through the heat over
-        these hours of the day."""
+        on for ``heat_run_s`` and more, and the same load came back after it: the AC ran through
+        the heat over these hours of the day."""
         for hour in range(int(start // 3600), int(stop // 3600) + 1):
             ends = self.heat_hours[hour % 24]
             ends.append(stop)
