@@ -276,6 +276,12 @@ def _wound_down(
     return top, bottom
 
 
+def apart_in_the_day(a: float, b: float) -> float:
+    """Seconds between two times of day (or instants' times of day), across midnight."""
+    off = abs(a - b) % 86_400.0
+    return min(off, 86_400.0 - off)
+
+
 def _hours_about(t: float, margin: int) -> list[int]:
     """The hours of the day (UTC, 0-23) within ``margin`` hours of ``t``'s."""
     hour = int(t // 3600)
@@ -730,8 +736,7 @@ class MeterDetector:
         timer = self.ev_timer_s
         if timer is None or not self._at_house_power(level):
             return False
-        off = (self.cand_start - timer) % 86_400.0
-        return min(off, 86_400.0 - off) <= self.config.timer_slack_s
+        return apart_in_the_day(self.cand_start, timer) <= self.config.timer_slack_s
 
     def _cycles_of_size(self, level: float) -> list[float]:
         """When the remembered cycles of a load of ``level``'s size ended (at the house's

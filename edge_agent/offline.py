@@ -24,7 +24,13 @@ from typing import Any, TextIO
 
 import orjson
 
-from edge_agent.detector import DETECTOR_VERSION, DetectorConfig, MeterDetector, Transition
+from edge_agent.detector import (
+    DETECTOR_VERSION,
+    DetectorConfig,
+    MeterDetector,
+    Transition,
+    apart_in_the_day,
+)
 from schemas.pleevi import Measurement, TransactionState
 from schemas.timefmt import format_utc
 
@@ -236,8 +242,7 @@ def _off_the_daily_schedule(
         group = [
             other
             for other in small
-            if _minutes_apart_in_the_day(other.start_time, tr.start_time) * 60
-            <= config.schedule_slack_s
+            if apart_in_the_day(other.start_time, tr.start_time) <= config.schedule_slack_s
         ]
         on_days = {int(other.start_time // 86_400) for other in group}
         if len(on_days) < max(config.household_min_sessions, config.schedule_min_share * days):
@@ -247,11 +252,6 @@ def _off_the_daily_schedule(
         if spread <= config.schedule_tolerance * median:
             scheduled.update(id(other) for other in group)
     return [tr for tr in ended if id(tr) not in scheduled]
-
-
-def _minutes_apart_in_the_day(a: float, b: float) -> float:
-    off = abs(a - b) % 86_400.0
-    return min(off, 86_400.0 - off) / 60.0
 
 
 def _charging_power(sessions: list[Transition]) -> float:
@@ -270,7 +270,7 @@ def _charging_timer(sessions: list[Transition], config: DetectorConfig) -> float
     starts = sorted(tr.start_time % 86_400.0 for tr in sessions)
     best, best_count = None, 0
     for s in starts:
-        near = [x for x in starts if min(abs(x - s), 86_400.0 - abs(x - s)) <= 60.0]
+        near = [x for x in starts if apart_in_the_day(x, s) <= 60.0]
         if len(near) > best_count:
             best, best_count = s, len(near)
     return best if best_count >= config.timer_min_sessions else None
