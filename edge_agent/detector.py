@@ -1185,7 +1185,7 @@ class MeterDetector:
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
             "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
-            "cand_rise", "rise_samples",
+            "cand_rise", "rise_samples", "export_hours", "heat_hours",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))
@@ -1199,11 +1199,8 @@ class MeterDetector:
                     det.cand_excess[:i], det.cand_trend, det.cand_excess[i], det._trend_step()
                 )
         det.recent_cycles = [list(c) for c in state["recent_cycles"]]
-        if "heat_hours" in state:
-            det.heat_hours = [list(ends) for ends in state["heat_hours"]]
-        if "export_hours" in state:
-            det.export_hours = list(state["export_hours"])
-        elif state.get("exported_at") is not None:  # a snapshot from before the hours were kept
+        if "export_hours" not in state and state.get("exported_at") is not None:
+            # A snapshot from before the hours were kept: its last export, in its hour.
             det.export_hours[int(state["exported_at"] // 3600) % 24] = state["exported_at"]
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
         det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])

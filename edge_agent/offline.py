@@ -139,9 +139,9 @@ def detect(
         meter.add(t, power, energy)
     for meter in by_meter.values():
         cycles = _cycles_early_in(meter, config)
-        heat: list[list[float]] = [[] for _ in range(24)]
         days = meter.days()
-        kept = _of_the_households_ev(_sessions(meter, config, cycles, heat=heat), config, days)
+        first, heat = _sessions(meter, config, cycles)
+        kept = _of_the_households_ev(first, config, days)
         ev_power: float | None = None
         timer: float | None = None
         if len(kept) >= config.household_min_sessions:
@@ -149,12 +149,10 @@ def detect(
         if ev_power is not None or any(heat):
             # Second pass, knowing from the first (the whole file) the house's own charging
             # power and the hours its AC runs through the heat.
-            heat = [list(ends) for ends in heat]
-            kept = _of_the_households_ev(
-                _sessions(meter, config, cycles, ev_power_w=ev_power, timer_s=timer, heat=heat),
-                config,
-                days,
+            second, _ = _sessions(
+                meter, config, cycles, ev_power_w=ev_power, timer_s=timer, heat_hours=heat
             )
+            kept = _of_the_households_ev(second, config, days)
         yield from kept
 
 
@@ -197,21 +195,22 @@ def _sessions(
     *,
     ev_power_w: float | None = None,
     timer_s: float | None = None,
-    heat: list[list[float]] | None = None,
-) -> list[Transition]:
-    """The ``Ended`` transitions of one meter's readings, from a primed detector."""
+    heat_hours: list[list[float]] | None = None,
+) -> tuple[list[Transition], list[list[float]]]:
+    """The ``Ended`` transitions of one meter's readings, from a primed detector, and the
+    AC's heat hours it knew at the end (``MeterDetector.heat_hours``)."""
     det = MeterDetector(meter.asset_id, config)
     det.recent_cycles = [list(c) for c in cycles]
     det.ev_level_hint, det.ev_timer_s = ev_power_w, timer_s
-    if heat is not None:
-        det.heat_hours = heat  # shared: a first pass leaves what it learnt there
+    if heat_hours is not None:
+        det.heat_hours = [list(ends) for ends in heat_hours]
     ended = [
         tr
         for t, power, energy in meter.in_time_order()
         for tr in det.update(t, power, energy)
         if tr.state is TransactionState.ENDED
     ]
-    return ended + det.finish()
+    return ended + det.finish(), det.heat_hours
 
 
 def _of_the_households_ev(

@@ -197,18 +197,17 @@ def _real_base(rng: np.random.Generator, real: FloatArray, n: int, step: int) ->
 def _through_the_heat(  # noqa: PLR0917 - a private helper called with the day's AC data
     ac: FloatArray,
     heat: np.random.Generator,
-    a: int,
     b: int,
     watts: float,
     drift: float,
     step: int,
 ) -> None:
-    """A hot day's compressor, sized for the design day, running without a break for 2-5 h
-    of the afternoon between ``a`` and ``b`` (joining the cycles it meets), its draw rising and
-    falling by 2-8% with the afternoon's heat."""
-    r0 = a + int(heat.uniform(0, 3 * 3600) / step)
+    """A hot day's compressor (``ac``, from the afternoon's start), sized for the design day,
+    running without a break for 2-5 h of the afternoon before ``b`` (joining the cycles it
+    meets), its draw rising and falling by 2-8% with the afternoon's heat."""
+    r0 = int(heat.uniform(0, 3 * 3600) / step)
     r1 = min(b, r0 + int(heat.uniform(2, 5) * 3600 / step), len(ac))
-    while r0 > a and ac[r0 - 1] > 0:  # a cycle already running carries on
+    while r0 > 0 and ac[r0 - 1] > 0:  # a cycle already running carries on
         r0 -= 1
     while r1 < len(ac) and ac[r1] > 0:
         r1 += 1
@@ -246,7 +245,7 @@ def _confounders(
             _cycling(ac, rng, 0, b - a, ac_w, (900, 3600), (300, 900), step, drift)
             _cycling(ac, rng, b - a, s(6 * 3600), ac_w, (420, 1200), (600, 1800), step, drift)
             if heat is not None and heat.random() < 0.5:
-                _through_the_heat(ac, heat, 0, b - a, ac_w, drift, step)
+                _through_the_heat(ac, heat, b - a, ac_w, drift, step)
             power[a : a + len(ac)] += ac
             _on(power, a, b + s(6 * 3600), 350)  # indoor fan
         for _ in range(rng.poisson(1.5)):  # water heater after showers and dishes
