@@ -224,11 +224,24 @@ def _confounders(
     rng: np.random.Generator,
     spec: HouseholdSpec,
     step: int,
+    *,
     heat: np.random.Generator | None = None,
+    sizes: np.random.Generator | None = None,
 ) -> None:
     """The house's appliances; ``heat`` (own generator, so the house stays the same) gives
-    half its hot days an afternoon the AC runs through."""
+    half its hot days an afternoon the AC runs through. A house has one AC, one water heater,
+    one oven and one dryer, each of one size (from ``sizes``, its own generator): a day's
+    draw varies around it, the AC's by +-4% with the weather, the others' by +-2% with the
+    supply voltage."""
     per_day = DAY_S // step
+    sizes = sizes or np.random.default_rng(0)
+    ac_size, heater_size = sizes.uniform(2500, 4000), sizes.uniform(4200, 4800)
+    oven_size, dryer_size = sizes.uniform(2400, 3500), sizes.uniform(4000, 5200)
+
+    def around(size: float, draw: float, low: float, high: float, spread: float) -> float:
+        # The day's draw from [low, high] (taken as before, so the rest of the house's
+        # random stream is unchanged) becomes a variation of +-spread around the house's size.
+        return size * (1 + spread * (2 * (draw - low) / (high - low) - 1))
 
     def s(seconds: float) -> int:
         return int(seconds / step)
@@ -236,7 +249,7 @@ def _confounders(
     for day in range(spec.days):
         d0 = day * per_day
         if spec.hot_climate:
-            ac_w = rng.uniform(2500, 4000)
+            ac_w = around(ac_size, rng.uniform(2500, 4000), 2500, 4000, 0.04)
             # Afternoon: continuous or long cycles; night and morning: shorter cycles.
             a, b = d0 + s(rng.uniform(11, 14) * 3600), d0 + s(rng.uniform(19, 23) * 3600)
             drift = rng.uniform(0.04, 0.12)
@@ -250,15 +263,17 @@ def _confounders(
             _on(power, a, b + s(6 * 3600), 350)  # indoor fan
         for _ in range(rng.poisson(1.5)):  # water heater after showers and dishes
             a = d0 + s(rng.choice([rng.uniform(6, 9), rng.uniform(18, 23)]) * 3600)
-            _on(power, a, a + s(rng.uniform(900, 2700)), rng.uniform(4200, 4800))
+            heater_w = around(heater_size, rng.uniform(4200, 4800), 4200, 4800, 0.02)
+            _on(power, a, a + s(rng.uniform(900, 2700)), heater_w)
         if rng.random() < 0.4:  # dryer: cycling heater plus motor
             a = d0 + s(rng.uniform(9, 21) * 3600)
             length = s(rng.uniform(2400, 4200))
             _on(power, a, a + length, 300)
-            _cycling(power, rng, a, length, rng.uniform(4000, 5200), (180, 480), (60, 180), step)
+            dryer_w = around(dryer_size, rng.uniform(4000, 5200), 4000, 5200, 0.02)
+            _cycling(power, rng, a, length, dryer_w, (180, 480), (60, 180), step)
         if rng.random() < 0.5:  # oven: preheat then thermostat cycling
             a = d0 + s(rng.uniform(16.5, 19.5) * 3600)
-            watts = rng.uniform(2400, 3500)
+            watts = around(oven_size, rng.uniform(2400, 3500), 2400, 3500, 0.02)
             _on(power, a, a + s(rng.uniform(600, 900)), watts)
             _cycling(
                 power,
@@ -359,13 +374,14 @@ def simulate_household(
     real = real or RealData()
     heat = np.random.default_rng(seed + 3_000_017) if spec.hot_days else None
     ends = np.random.default_rng(seed + 4_000_037) if spec.abrupt_ends else None
+    sizes = np.random.default_rng(seed + 5_000_011)
     if real.base_w is not None and rng.random() < 0.5:
         power = _real_base(rng, real.base_w, n, step)
         if spec.hot_climate:  # the real house has no AC; its own appliances are already in it
-            _confounders(power, rng, spec, step, heat)
+            _confounders(power, rng, spec, step, heat=heat, sizes=sizes)
     else:
         power = _synthetic_base(rng, n, step)
-        _confounders(power, rng, spec, step, heat)
+        _confounders(power, rng, spec, step, heat=heat, sizes=sizes)
 
     if spec.pool and spec.hot_climate:  # own generator, as for solar: the house stays the same
         _pool_pump(power, np.random.default_rng(seed + 2_000_003), spec.days, step)

@@ -94,3 +94,18 @@ def test_abrupt_ends_stop_each_charge_within_minutes_in_the_same_house():
     ]
     assert all(wind_down_min(abrupt, s) <= 5 for s in abrupt.sessions)
     assert min(wind_down_min(plain, s) for s in plain.sessions) >= 9
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_house_keeps_one_ac_from_day_to_day(seed):
+    """A house has one AC compressor: its night cycles draw about the same power every day
+    (the weather moves it a few percent; a fresh 2.5-4 kW draw each day would not)."""
+    days = 10
+    trace = simulate_household(seed, HouseholdSpec(days=days, step_s=60, hot_climate=True))
+    assert trace.ev_power_w is not None
+    house = trace.power_w - trace.ev_power_w
+    elapsed = trace.times - trace.times[0]
+    night = elapsed % DAY_S < 5 * 3600
+    compressor = night & (house > 2200) & (house < 5000)
+    daily = [np.median(house[compressor & (elapsed // DAY_S == d)]) for d in range(1, days)]
+    assert max(daily) / min(daily) < 1.2
