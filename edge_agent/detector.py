@@ -104,7 +104,7 @@ class DetectorConfig:
     heat_min_days: int = 2
     heat_memory: int = 8
     stack_tolerance: float = 0.2
-    stack_min_s: float = 5 * 60.0
+    stack_min_s: float = 10 * 60.0  # an AC cycle; a dryer's or oven's heater cycles are shorter
     stack_min_count: int = 2
     max_resumes: int = 1
     level_drift: float = 1.03

@@ -330,6 +330,20 @@ def test_without_on_top_cycles_the_same_ev_is_held_to_the_cycler_rule():
     assert S.STARTED not in states(out)
 
 
+@pytest.mark.parametrize(("heater_on_min", "found"), [(6, False), (12, True)])
+def test_only_a_cycle_as_long_as_an_acs_on_top_counts_as_stacked(heater_on_min, found):
+    """A dryer's heater (4 kW, 6 min on, 6 off) cycling on top of a 100 min AC-sized run is not
+    an AC cycling on top of it (a compressor runs 10 min and more a cycle): the run is held to
+    the cycler rule and dropped when the AC comes back. Control: the same load on top in 12 min
+    cycles, as an AC's, is the stacking evidence, and the run is a session."""
+    ac = _ac_cycles(60, 360, 12, 18, 3500.0)
+    later = _ac_cycles(6 * 60 + 105, 600, 12, 18, 3500.0)
+    run_under = window(6, 6 + 100 / 60, 3600.0)
+    heater = _ac_cycles(6 * 60 + 10, 6 * 60 + 60, heater_on_min, heater_on_min, 4000.0)
+    _, out = run(trace(60, 10, lambda t: ac(t) + later(t) + run_under(t) + heater(t)))
+    assert (S.STARTED in states(out)) is found
+
+
 def test_ev_plugged_in_while_the_ac_runs_starts_at_its_own_edge():
     """The AC (3 kW) starts first, the EV (7 kW) joins 10 min later, the AC stops: the session
     is the EV's, from the EV's rising edge, not the AC's."""
