@@ -588,6 +588,13 @@ class MeterDetector:
             return []
         if t - self.post_stop < self.config.post_check_s:
             return []
+        if self.ev_level_hint is not None and not self._at_house_power(self.post_level):
+            # Held back for a cycler's size, it proved nothing by staying off; with the house's
+            # own charging power known (offline, from the whole file) and this not it, it was
+            # another load's long run (back-to-back water heater recoveries, a long AC cycle).
+            self._abandon_candidate(t)
+            self._idle(t, p)
+            return []
         started = self._confirm(t, self.post_level, 0.0)
         ended = self._end(t, self.post_stop)
         return [started, ended]

@@ -679,6 +679,20 @@ def test_at_the_houses_charging_power_a_charge_that_outlasted_two_hours_is_kept(
     assert S.STARTED not in states(control)
 
 
+@pytest.mark.parametrize(("house_w", "kept"), [(None, True), (3600.0, False), (4500.0, True)])
+def test_a_held_back_run_not_at_the_houses_charging_power_is_not_kept(house_w, kept):
+    """A 4.5 kW load ran twice for 20 min (a water heater's recoveries), then runs 75 min and
+    stays off. Held back for that cycler's size, it proved nothing by staying off: knowing
+    the house charges at 3.6 kW, it is not the EV. Controls: not knowing the house's power,
+    or knowing it is 4.5 kW, the run is kept as a charge."""
+    first, second = window(1, 1 + 20 / 60, 4500.0), window(3, 3 + 20 / 60, 4500.0)
+    run_75 = window(6, 6 + 75 / 60, 4500.0)
+    det = MeterDetector("m1", DetectorConfig())
+    det.ev_level_hint = house_w
+    _, out = run(trace(60, 10, lambda t: first(t) + second(t) + run_75(t)), detector=det)
+    assert sessions(out) == ([S.STARTED, S.ENDED] if kept else [])
+
+
 def _hot_afternoon(run_h: float):
     """A 3.5 kW AC cycling 12 min on, 18 off from 01:00, then from 06:00 (its last cycle ended
     18 min before) running ``run_h`` hours without a break, then cycling again 5 min later."""
