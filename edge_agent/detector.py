@@ -32,7 +32,8 @@ How it separates the EV from the house:
   from a first run over the whole file), a candidate at that power counts only cyclers within
   ``hint_tolerance`` of it, a resume must come back at about that power, a session
   confirmed with another load on top is capped at it, and a candidate at it that ran over
-  ``hint_outlast_s`` (longer than a cycler's runs) is kept when a load its size comes back.
+  ``hint_outlast_s`` (longer than a cycler's runs) is kept when a load its size comes back;
+  one held back for a cycler's size that is not at it is not kept for staying off after.
   A candidate at that power that began at the minute the house's charging timer starts
   (``ev_timer_s``) is the EV, whatever cycles.
 * A load larger than any single appliance (``large_load_w``) that came on in one step, with
