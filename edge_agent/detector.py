@@ -507,13 +507,22 @@ class MeterDetector:
         self.cand_meter_wh += meter
         self.cand_house_wh += house
         typical = self.cand_sum / len(self.cand_excess)  # O(1): this runs on every reading
-        settled = t - self.cand_start >= 600.0
+        level = self._candidate_level()
+        # Under its own level the candidate's load is gone. Under its mean only, a load that
+        # rode on top of it stepped off (an AC over a Level 1 charge), unless it wound down
+        # to there: its own taper, which soon pulls its level down too.
+        low = cfg.low_fraction
         if (
             excess < cfg.min_ev_power_w * 0.7
             or excess > cfg.max_ev_power_w * 1.5
-            or (settled and excess < cfg.low_fraction * typical)
+            or (
+                t - self.cand_start >= 600.0
+                and (
+                    excess < low * level
+                    or (excess < low * typical and self._taper_start(level) is not None)
+                )
+            )
         ):
-            level = self._candidate_level()
             taper = self._taper_start(level)
             if t - self.cand_start >= cfg.tapered_confirm_s and taper is not None:
                 # A battery filling winds its charge down over minutes; an appliance switches

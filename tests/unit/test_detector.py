@@ -344,6 +344,19 @@ def test_only_a_cycle_as_long_as_an_acs_on_top_counts_as_stacked(heater_on_min, 
     assert (S.STARTED in states(out)) is found
 
 
+def test_a_level_1_charge_under_a_larger_ac_cycling_on_top_holds_from_its_start():
+    """A 1.7 kW charge runs 4 h; 5 min in, a 4 kW AC starts cycling on top (15 min on, 10
+    off). When the AC first switches off, the charge's own 1.7 kW is what is left of the
+    candidate: it has not ended, though it is well under the mean of the AC and the charge
+    together. The session starts at the charge's edge and counts its 4 h."""
+    ac = _ac_cycles(65, 7 * 60, 15, 10, 4000.0)
+    ev = window(1, 5, 1700.0)
+    _, out = run(trace(60, 8, lambda t: ac(t) + ev(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 3600, abs=120)
+    assert out[-1].ev_energy_wh == pytest.approx(4 * 1700, rel=0.03)
+
+
 def test_ev_plugged_in_while_the_ac_runs_starts_at_its_own_edge():
     """The AC (3 kW) starts first, the EV (7 kW) joins 10 min later, the AC stops: the session
     is the EV's, from the EV's rising edge, not the AC's."""
