@@ -33,7 +33,8 @@ How it separates the EV from the house:
   ``hint_tolerance`` of it, a resume must come back at about that power, a session
   confirmed with another load on top is capped at it, and a candidate at it that ran over
   ``hint_outlast_s`` (longer than a cycler's runs) is kept when a load its size comes back;
-  one held back for a cycler's size that is not at it is not kept for staying off after.
+  one held back for a cycler's size that is not at it is not kept for staying off after,
+  nor, if not of its size (``cycle_tolerance``), for outlasting the cycler.
   A candidate at that power that began at the minute the house's charging timer starts
   (``ev_timer_s``) is the EV, whatever cycles.
 * A load larger than any single appliance (``large_load_w``) that came on in one step, with
@@ -573,7 +574,11 @@ class MeterDetector:
             cycling
             and not self._on_the_ev_timer(level)
             and self.cand_stacked < cfg.stack_min_count
-            and (t - self.cand_start < cfg.cyclic_confirm_s or self._ran_through_the_heat(level))
+            and (
+                t - self.cand_start < cfg.cyclic_confirm_s
+                or self._ran_through_the_heat(level)
+                or self._off_the_houses_ev_size(level)
+            )
         ):
             if int(t // 60) != int((self.last_t or t) // 60):  # judged once a minute
                 return self._end_if_tapered_off(t)
@@ -746,6 +751,13 @@ class MeterDetector:
         """The house's own charging power is known and ``level`` is it."""
         hint = self.ev_level_hint
         return hint is not None and abs(level - hint) <= self.config.hint_tolerance * hint
+
+    def _off_the_houses_ev_size(self, level: float) -> bool:
+        """The house's own charging power is known and ``level`` is not of its size (judged
+        as a cycler's size is, ``cycle_tolerance``): outlasting a cycler does not make such a
+        load the EV (an AC's run through the heat lasts hours)."""
+        hint = self.ev_level_hint
+        return hint is not None and abs(level - hint) > self.config.cycle_tolerance * hint
 
     def _on_the_ev_timer(self, level: float) -> bool:
         """A candidate at the house's charging power that began at the minute its charging

@@ -706,6 +706,21 @@ def test_a_held_back_run_not_at_the_houses_charging_power_is_not_kept(house_w, k
     assert sessions(out) == ([S.STARTED, S.ENDED] if kept else [])
 
 
+@pytest.mark.parametrize(("house_w", "kept"), [(None, True), (3600.0, False), (4600.0, True)])
+def test_outlasting_a_cycler_does_not_make_a_load_off_the_houses_size_a_charge(house_w, kept):
+    """A 4.6 kW AC seen cycling runs 3 h without a break (begun 48 min after its last cycle),
+    then cycles again. Not knowing the house's charging power, it outlasted the 2.5 h asked
+    of a cycler-sized load and is taken for a charge; knowing the house charges at 3.6 kW (22%
+    off, not its size) it is not. Control: a house that charges at 4.6 kW keeps it."""
+    ac = _ac_cycles(60, 320, 12, 18, 4600.0)
+    through = window(6, 9, 4600.0)
+    later = _ac_cycles(9 * 60 + 5, 14 * 60, 12, 18, 4600.0)
+    det = MeterDetector("m1", DetectorConfig())
+    det.ev_level_hint = house_w
+    _, out = run(trace(60, 14, lambda t: ac(t) + through(t) + later(t)), detector=det)
+    assert (S.STARTED in states(out)) is kept
+
+
 def _hot_afternoon(run_h: float):
     """A 3.5 kW AC cycling 12 min on, 18 off from 01:00, then from 06:00 (its last cycle ended
     18 min before) running ``run_h`` hours without a break, then cycling again 5 min later."""
