@@ -38,7 +38,8 @@ How it separates the EV from the house:
   A candidate at that power that began at the minute the house's charging timer starts
   (``ev_timer_s``) is the EV, whatever cycles.
 * A load larger than any single appliance (``large_load_w``) that came on in one step, with
-  nothing rising on top, is confirmed after ``large_confirm_s``.
+  nothing rising on top, is confirmed after ``large_confirm_s`` (not, where the house's
+  charging power is known, if it is not of that size: two appliances that came on together).
 * Charging stops when the excess falls under ``low_fraction`` of the level. After a sharp final
   fall the stop is the EV-sized fall that matched the level best (an EV can stop while the AC
   still runs on top); after a gradual one the taper is followed below the threshold to the
@@ -617,8 +618,11 @@ class MeterDetector:
     def _one_large_step(self, level: float) -> bool:
         """A load larger than any one household appliance that came on in one step (a split
         edge allowed) with nothing rising on top: an EV. Two appliances together (water
-        heater and AC) come on in two steps."""
+        heater and AC) come on in two steps, or, now and then, in the same minute: in a house
+        whose charging power is known, a load not of its size is not taken on this evidence."""
         first = max(self.cand_excess[:2])
+        if self._off_the_houses_ev_size(level):
+            return False
         return level >= self.config.large_load_w and self.cand_rise is None and first >= 0.8 * level
 
     def _taper_start(self, level: float) -> int | None:

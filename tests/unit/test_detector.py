@@ -721,6 +721,19 @@ def test_outlasting_a_cycler_does_not_make_a_load_off_the_houses_size_a_charge(h
     assert (S.STARTED in states(out)) is kept
 
 
+@pytest.mark.parametrize(("house_w", "found"), [(None, True), (3600.0, False), (8000.0, True)])
+def test_a_large_step_off_the_houses_charging_power_is_not_confirmed_early(house_w, found):
+    """An 8 kW load steps on in one minute and runs 30 min: larger than any one appliance, it
+    is an EV's on that evidence alone. Knowing the house charges at 3.6 kW, it is two
+    appliances that came on together (a water heater and the AC), and 30 min is too short for
+    a session without it. Control: a house that charges at 8 kW."""
+    det = MeterDetector("m1", DetectorConfig())
+    det.ev_level_hint = house_w
+    _, out = run(trace(60, 4, window(1, 1.5, 8000.0)), detector=det)
+    assert (sessions(out) == [S.STARTED, S.ENDED]) is found
+    assert (S.STARTED in states(out)) is found
+
+
 def _hot_afternoon(run_h: float):
     """A 3.5 kW AC cycling 12 min on, 18 off from 01:00, then from 06:00 (its last cycle ended
     18 min before) running ``run_h`` hours without a break, then cycling again 5 min later."""
