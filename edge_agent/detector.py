@@ -569,6 +569,7 @@ class MeterDetector:
             or self._duty_cycling()
         ):
             self._abandon_candidate(t)
+            self._idle(t, p)  # what is on now may be a load that rose on top of this one
             return []
         cycling = self._cycling_nearby(t, level)
         if (

@@ -357,6 +357,20 @@ def test_a_level_1_charge_under_a_larger_ac_cycling_on_top_holds_from_its_start(
     assert out[-1].ev_energy_wh == pytest.approx(4 * 1700, rel=0.03)
 
 
+def test_a_charge_rising_on_top_of_a_load_too_small_to_be_one_is_found():
+    """A kettle (3 kW, 3 min) and a 1 kW load switch on at 01:00; a 3.4 kW charge rises on top
+    20 min later and runs 4 h. The candidate the kettle began is dropped at its confirmation
+    (its level, the 1 kW load's, is under the 1.2 kW an EV draws at least) with the charge
+    running: the detector looks again at what is on then and finds the charge, rather than
+    waiting for a step that came long before."""
+    kettle, small = window(1, 1 + 3 / 60, 3000.0), window(1, 5.5, 1000.0)
+    ev = window(1 + 20 / 60, 5 + 20 / 60, 3400.0)
+    _, out = run(trace(60, 8, lambda t: kettle(t) + small(t) + ev(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 3600 + 20 * 60, abs=30 * 60)
+    assert out[-1].stop_time == pytest.approx(T0 + 5 * 3600 + 20 * 60, abs=15 * 60)
+
+
 def test_ev_plugged_in_while_the_ac_runs_starts_at_its_own_edge():
     """The AC (3 kW) starts first, the EV (7 kW) joins 10 min later, the AC stops: the session
     is the EV's, from the EV's rising edge, not the AC's."""
