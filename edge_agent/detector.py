@@ -10,14 +10,17 @@ How it separates the EV from the house:
 * A *candidate* starts when power steps up (within ``step_window_s``, two readings at least)
   to at least ``min_ev_power_w`` above the floor; a slow climb (rooftop solar fading, the
   evening's base load) is not a load switching on. It becomes
-  a session only if its excess over the floor never drops below the EV range for
-  ``confirm_s`` (default 45 min): a water heater, oven or AC cycle fails this, an EV passes.
+  a session only if its excess over the floor never drops below the EV range, nor under
+  ``low_fraction`` of its own level (under its mean only if it wound down to there: loads
+  that rode on top stepping off leave it), for ``confirm_s`` (default 45 min): a water
+  heater, oven or AC cycle fails this, an EV passes.
   ``Started`` is then published with the start time of the rising edge, not the confirm time.
 * Loads seen cycling in the last ``cycle_lookback_s`` are remembered. A candidate of such a
   size must hold ``cyclic_confirm_s``, or run ``cyclic_min_s`` and stay off ``post_check_s``,
-  unless a load of its own size cycled on top of it (``stack_min_count`` times): an AC does not
-  cycle on top of itself. If the load a candidate began with switches off while a later one
-  remains (an EV plugged in while the AC ran), the candidate follows the later one. A held-back
+  unless a load of its own size cycled on top of it (``stack_min_count`` times, each for
+  ``stack_min_s``, an AC's cycle): an AC does not cycle on top of itself. If the load a
+  candidate began with switches off while a later one remains (an EV plugged in while the AC
+  ran), the candidate follows the later one. A held-back
   candidate whose excess then tapers off over minutes is an EV (a filling battery winds its
   charge down; an appliance stops in a step). So is one whose own *trend* (the sum of its small
   changes, other loads' steps left out) wound down by most of its level and went flat, though
@@ -579,6 +582,8 @@ class MeterDetector:
             and (
                 t - self.cand_start < cfg.cyclic_confirm_s
                 or self._ran_through_the_heat(level)
+                # Outlasting a cycler does not make a load off the house's EV's size the EV
+                # (an AC's run through the heat lasts hours).
                 or self._off_the_houses_ev_size(level)
             )
         ):
@@ -759,8 +764,7 @@ class MeterDetector:
 
     def _off_the_houses_ev_size(self, level: float) -> bool:
         """The house's own charging power is known and ``level`` is not of its size (judged
-        as a cycler's size is, ``cycle_tolerance``): outlasting a cycler does not make such a
-        load the EV (an AC's run through the heat lasts hours)."""
+        as a cycler's size is, ``cycle_tolerance``)."""
         hint = self.ev_level_hint
         return hint is not None and abs(level - hint) > self.config.cycle_tolerance * hint
 

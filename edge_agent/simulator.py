@@ -225,8 +225,8 @@ def _confounders(
     spec: HouseholdSpec,
     step: int,
     *,
-    heat: np.random.Generator | None = None,
-    sizes: np.random.Generator | None = None,
+    heat: np.random.Generator | None,
+    sizes: np.random.Generator,
 ) -> None:
     """The house's appliances; ``heat`` (own generator, so the house stays the same) gives
     half its hot days an afternoon the AC runs through. A house has one AC, one water heater,
@@ -234,7 +234,6 @@ def _confounders(
     draw varies around it, the AC's by +-4% with the weather, the others' by +-2% with the
     supply voltage."""
     per_day = DAY_S // step
-    sizes = sizes or np.random.default_rng(0)
     ac_size, heater_size = sizes.uniform(2500, 4000), sizes.uniform(4200, 4800)
     oven_size, dryer_size = sizes.uniform(2400, 3500), sizes.uniform(4000, 5200)
 
