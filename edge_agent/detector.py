@@ -513,22 +513,18 @@ class MeterDetector:
         self.cand_house_wh += house
         typical = self.cand_sum / len(self.cand_excess)  # O(1): this runs on every reading
         level = self._candidate_level()
+        settled = t - self.cand_start >= 600.0
         # Under its own level the candidate's load is gone. Under its mean only, a load that
         # rode on top of it stepped off (an AC over a Level 1 charge), unless it wound down
         # to there: its own taper, which soon pulls its level down too.
-        low = cfg.low_fraction
-        if (
+        fell = (
             excess < cfg.min_ev_power_w * 0.7
             or excess > cfg.max_ev_power_w * 1.5
-            or (
-                t - self.cand_start >= 600.0
-                and (
-                    excess < low * level
-                    or (excess < low * typical and self._taper_start(level) is not None)
-                )
-            )
-        ):
-            taper = self._taper_start(level)
+            or (settled and excess < cfg.low_fraction * level)
+        )
+        under_mean = settled and excess < cfg.low_fraction * typical
+        taper = self._taper_start(level) if fell or under_mean else None
+        if fell or taper is not None:
             if t - self.cand_start >= cfg.tapered_confirm_s and taper is not None:
                 # A battery filling winds its charge down over minutes; an appliance switches
                 # off in a step. Whatever cycled lately, this was an EV, at its level before
@@ -547,8 +543,7 @@ class MeterDetector:
                 self.post_level = level
                 self.post_stop = self._stop_between(t, excess, level)
                 return []
-            self._abandon_candidate(t)
-            self._idle(t, p)
+            self._drop_candidate(t, p)
             return []
         self._add_excess(excess)
         self.held.push(t, excess)
@@ -571,8 +566,7 @@ class MeterDetector:
             or self._drifting(level)
             or self._duty_cycling()
         ):
-            self._abandon_candidate(t)
-            self._idle(t, p)  # what is on now may be a load that rose on top of this one
+            self._drop_candidate(t, p)  # what is on now may be a load that rose on top of it
             return []
         cycling = self._cycling_nearby(t, level)
         if (
@@ -614,8 +608,7 @@ class MeterDetector:
             # Held back for a cycler's size, it proved nothing by staying off; with the house's
             # own charging power known (offline, from the whole file) and this not it, it was
             # another load's long run (back-to-back water heater recoveries, a long AC cycle).
-            self._abandon_candidate(t)
-            self._idle(t, p)
+            self._drop_candidate(t, p)
             return []
         started = self._confirm(t, self.post_level, 0.0)
         ended = self._end(t, self.post_stop)
@@ -757,16 +750,24 @@ class MeterDetector:
         horizon = t - self.config.cycle_lookback_s
         self.recent_cycles = [c for c in self.recent_cycles if c[0] >= horizon]
 
-    def _at_house_power(self, level: float) -> bool:
-        """The house's own charging power is known and ``level`` is it."""
+    def _drop_candidate(self, t: float, p: float) -> None:
+        """Forget the candidate and look at what is on now, as a fresh candidate may begin."""
+        self._abandon_candidate(t)
+        self._idle(t, p)
+
+    def _at_house_power(self, level: float, tolerance: float | None = None) -> bool:
+        """The house's own charging power is known and ``level`` is it (within
+        ``hint_tolerance``, or ``tolerance``)."""
         hint = self.ev_level_hint
-        return hint is not None and abs(level - hint) <= self.config.hint_tolerance * hint
+        tol = self.config.hint_tolerance if tolerance is None else tolerance
+        return hint is not None and abs(level - hint) <= tol * hint
 
     def _off_the_houses_ev_size(self, level: float) -> bool:
         """The house's own charging power is known and ``level`` is not of its size (judged
         as a cycler's size is, ``cycle_tolerance``)."""
-        hint = self.ev_level_hint
-        return hint is not None and abs(level - hint) > self.config.cycle_tolerance * hint
+        return self.ev_level_hint is not None and not self._at_house_power(
+            level, self.config.cycle_tolerance
+        )
 
     def _on_the_ev_timer(self, level: float) -> bool:
         """A candidate at the house's charging power that began at the minute its charging
