@@ -1,7 +1,8 @@
 """Detector accuracy on simulated households with known sessions, at 1 s, 1 min and 15 min.
 
     .venv/bin/python -m bench.detector_accuracy [--houses 40] [--days 14] [--first-seed 40]
-        [--solar] [--pool] [--hot-days] [--abrupt-ends] [--ev-kw 3.3 4] [--live]
+        [--solar] [--pool] [--hot-days] [--abrupt-ends] [--two-acs] [--variable-speed-ac]
+        [--ev-kw 3.3 4] [--live]
 
 Households: half on the real UCI base load (with added hot-climate confounders), half synthetic;
 all with AC cycles, water heaters, dryers, ovens, ranges and well pumps; EV sessions' start hours
@@ -12,7 +13,9 @@ the house's median by >= 1.2 kW for >= 15 min) is scored on the same traces in t
 With ``--solar`` every house also has rooftop PV behind its meter (net power, passing clouds);
 with ``--pool`` a third of the hot-climate houses have a pool pump on a daily timer; with
 ``--hot-days`` half the days of a hot-climate house have an afternoon its AC runs through; with
-``--abrupt-ends`` every charge stops within 1-5 min (a charge limit) instead of tapering.
+``--abrupt-ends`` every charge stops within 1-5 min (a charge limit) instead of tapering; with
+``--two-acs`` half the hot-climate houses have a second AC (1.8-3.2 kW, an upper floor's); with
+``--variable-speed-ac`` half of them have a variable-speed heat pump instead of a cycling AC.
 """
 
 from __future__ import annotations
@@ -120,6 +123,14 @@ def main() -> None:
         help="every charge stops within 1-5 min (at a charge limit), no 10-40 min taper",
     )
     parser.add_argument(
+        "--two-acs", action="store_true", help="a second AC in half the hot-climate houses"
+    )
+    parser.add_argument(
+        "--variable-speed-ac",
+        action="store_true",
+        help="a variable-speed heat pump instead of a cycling AC in half the hot-climate houses",
+    )
+    parser.add_argument(
         "--ev-kw",
         type=float,
         nargs=2,
@@ -153,6 +164,8 @@ def main() -> None:
                 pool=args.pool,
                 hot_days=args.hot_days,
                 abrupt_ends=args.abrupt_ends,
+                two_acs=args.two_acs,
+                variable_speed_ac=args.variable_speed_ac,
             )
             trace = simulate_household(seed, spec, real).resample(resolution)
             if args.ev_kw and not any(

@@ -6,8 +6,9 @@ refrigerator cycles, lighting and cooking noise) or real: one French household's
 (Hebrail & Berard, UCI ML Repository, CC BY 4.0), which already carries real confounders.
 On top come the confounders that fool simple detectors: air-conditioning compressor cycles
 (2.5-4 kW, continuous on hot afternoons), electric water heaters (~4.5 kW), dryers, ovens,
-ranges and well pumps; optionally pool pumps on daily timers and rooftop solar behind the
-meter (net power, clouds). EVs charge at Level 1 (1.4-1.9 kW) or Level 2 (3.3-11.5 kW) with
+ranges and well pumps; optionally pool pumps on daily timers, rooftop solar behind the
+meter (net power, clouds), a second AC for an upper floor, and variable-speed heat pumps that
+modulate for hours instead of cycling. EVs charge at Level 1 (1.4-1.9 kW) or Level 2 (3.3-11.5 kW) with
 soft start, taper near full, pauses and timer starts; session start hours and energies are
 drawn from real residential sessions (Sorensen et al. 2021, CC BY 4.0) when that file is given.
 """
@@ -134,6 +135,10 @@ class HouseholdSpec:
     pool: bool = False  # a third of hot-climate houses get a pool pump on a daily timer
     hot_days: bool = False  # half the days, the AC runs without a break for 2-5 h of the afternoon
     abrupt_ends: bool = False  # charges stop in 1-5 min (at the car's charge limit), no long taper
+    # Half the hot-climate houses cool their upper floor with a second AC of its own size.
+    two_acs: bool = False
+    # Half the hot-climate houses have a variable-speed heat pump (modulating, not cycling).
+    variable_speed_ac: bool = False
 
 
 def _on(power: FloatArray, a: int, b: int, watts: float | FloatArray) -> None:
@@ -227,12 +232,15 @@ def _confounders(
     *,
     heat: np.random.Generator | None,
     sizes: np.random.Generator,
+    variable_speed: np.random.Generator | None = None,
 ) -> None:
     """The house's appliances; ``heat`` (own generator, so the house stays the same) gives
     half its hot days an afternoon the AC runs through. A house has one AC, one water heater,
     one oven and one dryer, each of one size (from ``sizes``, its own generator): a day's
     draw varies around it, the AC's by +-4% with the weather, the others' by +-2% with the
-    supply voltage."""
+    supply voltage. With ``variable_speed`` (own generator) the AC is a variable-speed heat
+    pump of the same size instead: the single-speed one's cycles are still drawn, so the rest
+    of the house is the same, and replaced by the modulating draw."""
     per_day = DAY_S // step
     ac_size, heater_size = sizes.uniform(2500, 4000), sizes.uniform(4200, 4800)
     oven_size, dryer_size = sizes.uniform(2400, 3500), sizes.uniform(4000, 5200)
@@ -258,6 +266,8 @@ def _confounders(
             _cycling(ac, rng, b - a, s(6 * 3600), ac_w, (420, 1200), (600, 1800), step, drift)
             if heat is not None and heat.random() < 0.5:
                 _through_the_heat(ac, heat, b - a, ac_w, drift, step)
+            if variable_speed is not None:
+                ac = _variable_speed_draw(variable_speed, len(ac), b - a, ac_w, step)
             power[a : a + len(ac)] += ac
             _on(power, a, b + s(6 * 3600), 350)  # indoor fan
         for _ in range(rng.poisson(1.5)):  # water heater after showers and dishes
@@ -299,6 +309,68 @@ def _confounders(
         for _ in range(rng.poisson(2.0)):  # well pump
             a = d0 + s(rng.uniform(0, 24) * 3600)
             _on(power, a, a + s(rng.uniform(120, 600)), rng.uniform(900, 1500))
+
+
+def _variable_speed_draw(
+    rng: np.random.Generator, n: int, afternoon: int, rated_w: float, step: int
+) -> FloatArray:
+    """A variable-speed heat pump's draw over ``n`` steps from the early afternoon: its speed
+    follows the cooling load (high through the ``afternoon`` steps, lower at night) with slow
+    swings of minutes to an hour; it does not switch off between cycles but ramps, and under
+    its lowest speed (30% of rated) it cycles there, in steps too small to be an EV's."""
+    if n == 0:
+        return np.zeros(0)
+    peak = rng.uniform(0.6, 1.0)  # the day's heat: a hot afternoon runs near full speed
+    demand = np.where(np.arange(n) < afternoon, peak, rng.uniform(0.2, 0.45))
+    # Slow swings (an Ornstein-Uhlenbeck process, 20 min time constant): sun, clouds, doors.
+    keep = np.exp(-step / 1200.0)
+    shocks = rng.normal(0, 0.12 * np.sqrt(1 - keep**2), n)
+    swing = np.zeros(n)
+    for i in range(1, n):
+        swing[i] = swing[i - 1] * keep + shocks[i]
+    # The speed moves 10% of rated a minute at most: the control loop ramps.
+    smooth = max(1, 1800 // step)
+    target = np.clip(np.convolve(demand, np.ones(smooth) / smooth, "same") + swing, 0.0, 1.0)
+    speed = np.zeros(n)
+    limit = 0.1 * step / 60.0
+    for i in range(1, n):
+        speed[i] = speed[i - 1] + np.clip(target[i] - speed[i - 1], -limit, limit)
+    low = 0.3
+    draw = np.where(speed >= low, speed, 0.0)
+    # Under its lowest speed: on/off at that speed (10-20 min each way).
+    t = 0
+    while t < n:
+        on, off = int(rng.uniform(600, 1200) / step), int(rng.uniform(600, 1200) / step)
+        quiet = speed[t : t + on + off] < low
+        draw[t : t + on][quiet[:on]] = low
+        t += max(1, on + off)
+    out: FloatArray = draw * rated_w * (1 + rng.normal(0, 0.01, n))
+    return out
+
+
+def _second_ac(
+    power: FloatArray, rng: np.random.Generator, days: int, step: int, *, hot_days: bool
+) -> None:
+    """An upper floor's own AC (half the hot-climate houses; ``rng`` is its own generator):
+    1.8-3.2 kW, cycling through the afternoon and evening and a little at night, on its own
+    thermostat; with ``hot_days`` half the afternoons it runs through for hours, as the first
+    one does."""
+    if rng.random() >= 0.5:
+        return
+    size = rng.uniform(1800, 3200)
+    per_day = DAY_S // step
+    for day in range(days):
+        a = day * per_day + int(rng.uniform(12, 15) * 3600 / step)
+        b = day * per_day + int(rng.uniform(20, 23) * 3600 / step)
+        watts, drift = size * rng.uniform(0.96, 1.04), rng.uniform(0.04, 0.12)
+        ac = np.zeros(max(0, min(b + int(4 * 3600 / step), len(power)) - a))
+        if len(ac) == 0:
+            continue
+        _cycling(ac, rng, 0, b - a, watts, (600, 2400), (600, 1500), step, drift)
+        _cycling(ac, rng, b - a, len(ac) - (b - a), watts, (300, 900), (1200, 2400), step, drift)
+        if hot_days and rng.random() < 0.5:
+            _through_the_heat(ac, rng, b - a, watts, drift, step)
+        power[a : a + len(ac)] += ac
 
 
 def _pool_pump(power: FloatArray, rng: np.random.Generator, days: int, step: int) -> None:
@@ -374,13 +446,23 @@ def simulate_household(
     heat = np.random.default_rng(seed + 3_000_017) if spec.hot_days else None
     ends = np.random.default_rng(seed + 4_000_037) if spec.abrupt_ends else None
     sizes = np.random.default_rng(seed + 5_000_011)
+    variable_speed = None
+    if spec.variable_speed_ac and spec.hot_climate:
+        units = np.random.default_rng(seed + 7_000_003)
+        variable_speed = units if units.random() < 0.5 else None
     if real.base_w is not None and rng.random() < 0.5:
         power = _real_base(rng, real.base_w, n, step)
         if spec.hot_climate:  # the real house has no AC; its own appliances are already in it
-            _confounders(power, rng, spec, step, heat=heat, sizes=sizes)
+            _confounders(
+                power, rng, spec, step, heat=heat, sizes=sizes, variable_speed=variable_speed
+            )
     else:
         power = _synthetic_base(rng, n, step)
-        _confounders(power, rng, spec, step, heat=heat, sizes=sizes)
+        _confounders(power, rng, spec, step, heat=heat, sizes=sizes, variable_speed=variable_speed)
+    if spec.two_acs and spec.hot_climate:  # own generator, as for solar
+        _second_ac(
+            power, np.random.default_rng(seed + 6_000_007), spec.days, step, hot_days=spec.hot_days
+        )
 
     if spec.pool and spec.hot_climate:  # own generator, as for solar: the house stays the same
         _pool_pump(power, np.random.default_rng(seed + 2_000_003), spec.days, step)

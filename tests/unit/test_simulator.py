@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.simulator import DAY_S, HouseholdSpec, simulate_household
+from edge_agent.simulator import DAY_S, HouseholdSpec, _variable_speed_draw, simulate_household
 
 
 @pytest.mark.parametrize("seed", [0, 9])
@@ -25,12 +25,13 @@ def test_register_is_cumulative_and_counts_what_the_power_says():
     assert steps.sum() == pytest.approx(trace.power_w[:-1].clip(min=0).sum() / 60, rel=1e-6)
 
 
-@pytest.mark.parametrize("extra", ["solar", "pool", "hot_days"])
+@pytest.mark.parametrize("extra", ["solar", "pool", "hot_days", "two_acs", "variable_speed_ac"])
 def test_extras_keep_the_same_house_and_sessions(extra):
     """Solar, pool pumps and hot days draw from their own generators: the same seed keeps its
     EV sessions, so a benchmark with and without them compares the same households."""
-    plain = simulate_household(9, HouseholdSpec(days=4, step_s=60))
-    more = simulate_household(9, HouseholdSpec(days=4, step_s=60, **{extra: True}))
+    seed = 6 if extra in ("two_acs", "variable_speed_ac") else 9  # houses that get them
+    plain = simulate_household(seed, HouseholdSpec(days=4, step_s=60))
+    more = simulate_household(seed, HouseholdSpec(days=4, step_s=60, **{extra: True}))
     assert more.sessions == plain.sessions
     assert not np.array_equal(more.power_w, plain.power_w)
 
@@ -109,3 +110,51 @@ def test_a_house_keeps_one_ac_from_day_to_day(seed):
     compressor = night & (house > 2200) & (house < 5000)
     daily = [np.median(house[compressor & (elapsed // DAY_S == d)]) for d in range(1, days)]
     assert max(daily) / min(daily) < 1.2
+
+
+def _house_w(trace) -> np.ndarray:
+    assert trace.ev_power_w is not None
+    return trace.power_w - trace.ev_power_w
+
+
+def test_a_second_ac_cycles_at_a_size_of_its_own():
+    """With two ACs, seed 2's house has an upper floor's AC: its extra draw comes in cycles
+    of one size (1.8-3.2 kW), switching on in steps, on most days."""
+    spec = HouseholdSpec(days=4, step_s=60)
+    extra = _house_w(simulate_household(2, HouseholdSpec(days=4, step_s=60, two_acs=True)))
+    extra -= _house_w(simulate_household(2, spec))
+    on = extra > 500
+    assert 1800 * 0.9 < float(np.median(extra[on])) < 3200 * 1.2
+    switched_on = np.flatnonzero(on[1:] & ~on[:-1])
+    assert len(switched_on) >= 8
+    per_day = DAY_S // 60
+    assert len({int(i) // per_day for i in switched_on}) >= 3
+
+
+def test_a_variable_speed_heat_pump_ramps_instead_of_stepping():
+    """A variable-speed heat pump draws kilowatts for hours of the afternoon, but its speed
+    changes by at most 10% of rated a minute (plus 1% noise): never the step a charger or a
+    single-speed compressor makes; under its lowest speed it cycles there (30% of rated)."""
+    rated = 3500.0
+    draw = _variable_speed_draw(np.random.default_rng(1), 14 * 60, 9 * 60, rated, 60)
+    afternoon, night = draw[60 : 9 * 60], draw[10 * 60 :]
+    assert np.median(afternoon) > 0.5 * rated
+    running = (draw[1:] > 0) & (draw[:-1] > 0)
+    assert np.abs(np.diff(draw))[running].max() < 0.14 * rated
+    steps = np.diff((draw > 0).astype(int))
+    assert (steps == 1).sum() >= 2  # it cycles at its lowest speed in the night
+    assert draw[draw > 0].min() > 0.25 * rated
+    assert night.mean() < afternoon.mean()
+
+
+def test_a_house_with_a_variable_speed_heat_pump_has_fewer_compressor_steps():
+    """Seed 0's house with a variable-speed heat pump instead of its cycling AC: the same
+    house, with far fewer rises of 2.5 kW within two minutes (the compressor's cycles)."""
+
+    def rises(trace) -> int:
+        house = _house_w(trace)
+        return int((house[2:] - np.minimum(house[:-2], house[1:-1]) >= 2500).sum())
+
+    cycling = simulate_household(0, HouseholdSpec(days=4, step_s=60))
+    modulating = simulate_household(0, HouseholdSpec(days=4, step_s=60, variable_speed_ac=True))
+    assert rises(modulating) < rises(cycling) / 2
