@@ -76,7 +76,7 @@ from typing import Any
 
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.8"
+DETECTOR_VERSION = "floor-step/1.9"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -120,6 +120,8 @@ class DetectorConfig:
     solar_hours: int = 2
     solar_export_w: float = 100.0
     drift_fraction: float = 0.3
+    ramp_window_s: float = 30 * 60.0  # a variable-speed heat pump's ramp up after it starts
+    ramp_start_fraction: float = 0.9  # ... from under this share of its level
     taper_min_s: float = 6 * 60.0
     tapered_confirm_s: float = 30 * 60.0
     taper_step: float = 0.1
@@ -240,15 +242,39 @@ def _extend_trend(xs: list[float], trend: list[float], excess: float, step: floa
     be appended): a change is part of a step when, with the reading before or after it, it
     makes a large one (a load switching mid-interval splits its step over two readings)."""
     if len(xs) >= 2:
-        change = xs[-1] - xs[-2]
-        small = (
-            abs(change) <= step
-            and abs(excess - xs[-2]) <= 2 * step
-            and (len(xs) < 3 or abs(xs[-1] - xs[-3]) <= 2 * step)
-        )
-        trend.append(trend[-1] + (change if small else 0.0))
+        earlier = xs[-3] if len(xs) >= 3 else None
+        small = _small_change(earlier, xs[-2], xs[-1], excess, step)
+        trend.append(trend[-1] + (xs[-1] - xs[-2] if small else 0.0))
     elif len(xs) == 1:
         trend.append(0.0)
+
+
+def _small_change(
+    earlier: float | None, before: float, now: float, after: float | None, step: float
+) -> bool:
+    """``now - before`` is a small change, not part of a load switching on or off: under
+    ``step``, and not a large one with the reading before or after it (a switch split over an
+    interval boundary)."""
+    return (
+        abs(now - before) <= step
+        and (after is None or abs(after - before) <= 2 * step)
+        and (earlier is None or abs(now - earlier) <= 2 * step)
+    )
+
+
+def _small_change_climb(xs: list[float], step: float) -> float:
+    """What ``xs`` climbed by through its small changes only (its steps left out)."""
+    return sum(
+        xs[i] - xs[i - 1]
+        for i in range(1, len(xs))
+        if _small_change(
+            xs[i - 2] if i >= 2 else None,
+            xs[i - 1],
+            xs[i],
+            xs[i + 1] if i + 1 < len(xs) else None,
+            step,
+        )
+    )
 
 
 def _wound_down(
@@ -336,6 +362,8 @@ class MeterDetector:
     cand_meter_wh: float = 0.0
     cand_house_wh: float = 0.0
     cand_stacked: int = 0
+    # (draw just after its soft start, small-change climb) over its first ramp_window_s
+    cand_ramp: list[float] | None = None
     on_top: list[float] | None = None
     cand_rise: list[float] | None = None
     rise_samples: list[list[float]] = field(default_factory=list)
@@ -495,6 +523,7 @@ class MeterDetector:
         self.cand_trend = []
         self.cand_meter_wh = self.cand_house_wh = 0.0
         self.cand_stacked = 0
+        self.cand_ramp = None
         self.on_top = None
         self.cand_rise, self.rise_samples = None, []
         self.held.clear()
@@ -567,6 +596,11 @@ class MeterDetector:
             or self._duty_cycling()
         ):
             self._drop_candidate(t, p)  # what is on now may be a load that rose on top of it
+            return []
+        if self._ramped_up(level):
+            # What is on now is that modulating load: a fresh candidate needs a step. Nor is
+            # it remembered as a cycler: it did not cycle.
+            self.phase = Phase.IDLE
             return []
         cycling = self._cycling_nearby(t, level)
         if (
@@ -675,6 +709,37 @@ class MeterDetector:
             return False
         early = round(self.config.plateau_window_s / max(self.interval_s, 1.0))
         return trend[-1] - min(trend[: early + 1]) > self.config.drift_fraction * level
+
+    def _ramped_up(self, level: float) -> bool:
+        """A charger reaches its level within a minute of switching on (a soft start); a
+        variable-speed heat pump starts at its lowest speed and ramps up for a quarter hour. A
+        candidate that drew under its level just after its first ``step_window_s`` and then
+        climbed through small changes (loads switching on top left out) by
+        ``drift_fraction`` of its level, and by ``min_ev_power_w`` at least, within
+        ``ramp_window_s`` is a modulating load, not a charger."""
+        cfg = self.config
+        if self.interval_s >= cfg.coarse_interval_s:
+            return False  # a quarter hour's means hide the ramp
+        if self.cand_ramp is None:
+            dt = max(self.interval_s, 1.0)
+            k0 = round(cfg.step_window_s / dt)
+            after_start = sorted(self.cand_excess[k0 : 2 * k0 + 1]) or [math.inf]
+            window = self.cand_excess[k0 : round(cfg.ramp_window_s / dt) + 1]
+            ramp = [
+                after_start[len(after_start) // 2],
+                _small_change_climb(window, cfg.min_ev_power_w / 2),
+            ]
+            if self.last_t is not None and self.last_t - self.cand_start < cfg.ramp_window_s:
+                return self._ramp_shows(ramp, level)  # the window is not over: not kept
+            self.cand_ramp = ramp  # a held candidate asks on every reading (at 1 s, for hours)
+        return self._ramp_shows(self.cand_ramp, level)
+
+    def _ramp_shows(self, ramp: list[float], level: float) -> bool:
+        start_w, climb = ramp
+        cfg = self.config
+        return start_w < cfg.ramp_start_fraction * level and climb >= max(
+            cfg.drift_fraction * level, cfg.min_ev_power_w
+        )
 
     def _duty_cycling(self) -> bool:
         """At coarse resolution a compressor's cycles blur into interval means that rise and
@@ -1207,6 +1272,7 @@ class MeterDetector:
             "cand_house_wh": self.cand_house_wh,
             "cand_sum": self.cand_sum,
             "cand_stacked": self.cand_stacked,
+            "cand_ramp": self.cand_ramp,
             "on_top": self.on_top,
             "cand_rise": self.cand_rise,
             "rise_samples": self.rise_samples,
@@ -1224,7 +1290,7 @@ class MeterDetector:
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
             "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
-            "cand_rise", "rise_samples", "export_hours", "heat_hours",
+            "cand_rise", "rise_samples", "export_hours", "heat_hours", "cand_ramp",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))

@@ -8,9 +8,10 @@ On top come the confounders that fool simple detectors: air-conditioning compres
 (2.5-4 kW, continuous on hot afternoons), electric water heaters (~4.5 kW), dryers, ovens,
 ranges and well pumps; optionally pool pumps on daily timers, rooftop solar behind the
 meter (net power, clouds), a second AC for an upper floor, and variable-speed heat pumps that
-modulate for hours instead of cycling. EVs charge at Level 1 (1.4-1.9 kW) or Level 2 (3.3-11.5 kW) with
-soft start, taper near full, pauses and timer starts; session start hours and energies are
-drawn from real residential sessions (Sorensen et al. 2021, CC BY 4.0) when that file is given.
+modulate for hours instead of cycling. EVs charge at Level 1 (1.4-1.9 kW) or Level 2
+(3.3-11.5 kW) with soft start, taper near full, pauses and timer starts; session start hours
+and energies are drawn from real residential sessions (Sorensen et al. 2021, CC BY 4.0) when
+that file is given.
 """
 
 from __future__ import annotations

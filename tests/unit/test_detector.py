@@ -801,3 +801,51 @@ def test_a_hot_afternoons_first_run_is_known_by_the_hours_the_ac_ran_through_the
     _, control = run(readings, DetectorConfig(heat_min_days=99))
     assert sessions(control) == [S.STARTED, S.ENDED]
     assert control[0].start_time == pytest.approx(T0 + (48 + 6) * 3600, abs=60)
+
+
+def _heat_pump(start_h: float, end_h: float, rated_w: float = 4000.0):
+    """A variable-speed heat pump: on at its lowest speed (1.2 kW), ramping 300 W a minute to
+    ``rated_w``, then swinging slowly (+-8% over 40 min) until ``end_h``."""
+
+    def draw(t: float) -> float:
+        on = (t - T0) / 3600 - start_h
+        if on < 0 or on >= end_h - start_h:
+            return 0.0
+        ramped = min(rated_w, 1200.0 + 300.0 * on * 60)
+        return ramped * (1 + 0.08 * math.sin(2 * math.pi * on / (40 / 60)))
+
+    return draw
+
+
+@pytest.mark.parametrize("step_s", [10, 60])
+def test_a_variable_speed_heat_pump_ramping_up_is_not_a_charge(step_s):
+    """A heat pump switches on at its lowest speed and ramps up for minutes, then runs for
+    hours: no session. Control: the same load at full speed from its first minute (as a
+    charger steps on) is taken for one, so the ramp is what tells them apart."""
+    _, out = run(trace(step_s, 7, _heat_pump(1, 6)))
+    assert S.STARTED not in states(out)
+    _, control = run(trace(step_s, 7, _heat_pump(1, 6)), DetectorConfig(ramp_window_s=0.0))
+    assert S.STARTED in states(control)
+
+
+def test_a_chargers_soft_start_at_1_s_is_not_a_ramp():
+    """At 1 s a charger's soft start (3.5 kW over 60 s) is a climb of small changes: it is
+    over within the first ``step_window_s``, so the charge is found."""
+
+    def ev(t: float) -> float:
+        on = t - (T0 + 3600)
+        return 0.0 if on < 0 or on >= 2 * 3600 else 3500.0 * min(1.0, (on + 1) / 60)
+
+    _, out = run(trace(1, 4, ev))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 3600, abs=90)
+
+
+def test_a_charge_stepping_on_over_a_running_heat_pump_is_found():
+    """A heat pump ramped up at noon and runs all afternoon; a 7 kW charge steps on top of it
+    2 h later and runs 2 h: the ramp held against the heat pump is not held against it."""
+    loads = [_heat_pump(1, 8), window(3, 5, 7000.0)]
+    _, out = run(trace(60, 9, lambda t: sum(load(t) for load in loads)))
+    starts = [tr for tr in out if tr.state is S.STARTED]
+    assert len(starts) == 1
+    assert starts[0].start_time == pytest.approx(T0 + 3 * 3600, abs=120)
