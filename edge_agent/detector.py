@@ -724,7 +724,10 @@ class MeterDetector:
             dt = max(self.interval_s, 1.0)
             k0 = round(cfg.step_window_s / dt)
             after_start = sorted(self.cand_excess[k0 : 2 * k0 + 1]) or [math.inf]
-            window = self.cand_excess[k0 : round(cfg.ramp_window_s / dt) + 1]
+            # Judged a minute apart: at 1 s a charger's soft start (up to a minute) is
+            # many small changes too, but a minute's change holds all of it.
+            minute = max(1, round(60.0 / dt))
+            window = self.cand_excess[k0 : round(cfg.ramp_window_s / dt) + 1 : minute]
             ramp = [
                 after_start[len(after_start) // 2],
                 _small_change_climb(window, cfg.min_ev_power_w / 2),

@@ -849,3 +849,18 @@ def test_a_charge_stepping_on_over_a_running_heat_pump_is_found():
     starts = [tr for tr in out if tr.state is S.STARTED]
     assert len(starts) == 1
     assert starts[0].start_time == pytest.approx(T0 + 3 * 3600, abs=120)
+
+
+def test_at_1_s_a_charge_soft_starting_just_after_another_load_is_not_a_ramp():
+    """At 1 s a water heater steps on, and 4 min later an 11 kW charger soft-starts over
+    60 s: second by second its climb is all small changes, but a minute apart it is one step,
+    so the candidate the heater began is not taken for a heat pump ramping up."""
+
+    def loads(t: float) -> float:
+        heater = 4500.0 if T0 + 3600 <= t < T0 + 3600 + 40 * 60 else 0.0
+        on = t - (T0 + 3600 + 4 * 60)
+        ev = 0.0 if on < 0 or on >= 2 * 3600 else 11_000.0 * min(1.0, (on + 1) / 60)
+        return heater + ev
+
+    _, out = run(trace(1, 4, loads))
+    assert S.STARTED in states(out)
