@@ -34,6 +34,17 @@ from schemas.pleevi import TransactionState
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# The simulator's optional extras (``HouseholdSpec`` fields), each a flag of the same name.
+TRACE_EXTRAS = {
+    "solar": "rooftop PV behind every meter (net power)",
+    "pool": "a pool pump on a timer in a third of hot houses",
+    "hot_days": "half the days, the AC runs without a break for 2-5 h of the afternoon",
+    "abrupt_ends": "every charge stops within 1-5 min (at a charge limit), no 10-40 min taper",
+    "two_acs": "a second AC in half the hot-climate houses",
+    "variable_speed_ac": "a variable-speed heat pump instead of a cycling AC in half the "
+    "hot-climate houses",
+}
+
 
 def detected_intervals(trace: Trace, config: DetectorConfig, live: bool = False) -> list[Interval]:
     """Sessions found by the offline mode, or (``live``) by the agent's detector reading by
@@ -102,34 +113,12 @@ def main() -> None:
         "--first-seed", type=int, default=0, help="house seeds start here (40: ones not tuned on)"
     )
     parser.add_argument(
-        "--solar", action="store_true", help="rooftop PV behind every meter (net power)"
-    )
-    parser.add_argument(
         "--live",
         action="store_true",
         help="score the live agent's detector (reading by reading) instead of the offline mode",
     )
-    parser.add_argument(
-        "--pool", action="store_true", help="a pool pump on a timer in a third of hot houses"
-    )
-    parser.add_argument(
-        "--hot-days",
-        action="store_true",
-        help="half the days, the AC runs without a break for 2-5 h of the afternoon",
-    )
-    parser.add_argument(
-        "--abrupt-ends",
-        action="store_true",
-        help="every charge stops within 1-5 min (at a charge limit), no 10-40 min taper",
-    )
-    parser.add_argument(
-        "--two-acs", action="store_true", help="a second AC in half the hot-climate houses"
-    )
-    parser.add_argument(
-        "--variable-speed-ac",
-        action="store_true",
-        help="a variable-speed heat pump instead of a cycling AC in half the hot-climate houses",
-    )
+    for name, help_text in TRACE_EXTRAS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=help_text)
     parser.add_argument(
         "--ev-kw",
         type=float,
@@ -160,12 +149,7 @@ def main() -> None:
                 days=args.days,
                 step_s=1 if resolution == 1 else 10,
                 hot_climate=seed % 4 != 3,
-                solar=args.solar,
-                pool=args.pool,
-                hot_days=args.hot_days,
-                abrupt_ends=args.abrupt_ends,
-                two_acs=args.two_acs,
-                variable_speed_ac=args.variable_speed_ac,
+                **{name: getattr(args, name) for name in TRACE_EXTRAS},
             )
             trace = simulate_household(seed, spec, real).resample(resolution)
             if args.ev_kw and not any(
