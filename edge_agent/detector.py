@@ -663,13 +663,16 @@ class MeterDetector:
         minutes (an EV's charge tapering as its battery fills), if it did rather than falling
         in a step."""
         xs = self.cand_excess
-        j = len(xs) - 1
-        while j > 0 and -0.05 * level <= xs[j - 1] - xs[j] <= 0.15 * level:
-            j -= 1
         dt = max(self.interval_s, 1.0)
         # Judged over the last 45 min only: the sun rising under a long AC run also lowers
-        # net power smoothly, but far more slowly.
-        top = xs[max(j, len(xs) - 1 - round(2700 / dt))]
+        # net power smoothly, but far more slowly. Nor is the walk back taken further: what
+        # lies before would change neither the top nor the answer (O(45 min) a reading, not
+        # O(the candidate), for a Level 1 charge held for hours at 1 s).
+        earliest = max(0, len(xs) - 1 - round(2700 / dt))
+        j = len(xs) - 1
+        while j > earliest and -0.05 * level <= xs[j - 1] - xs[j] <= 0.15 * level:
+            j -= 1
+        top = xs[j]
         if (len(xs) - j) * dt < self.config.taper_min_s or top - xs[-1] < 0.3 * top:
             return None
         return max((k for k in range(j, len(xs)) if xs[k] >= 0.9 * top), default=j)
