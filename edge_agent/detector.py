@@ -362,8 +362,8 @@ class MeterDetector:
     cand_meter_wh: float = 0.0
     cand_house_wh: float = 0.0
     cand_stacked: int = 0
-    # (draw just after its soft start, small-change climb) over its first ramp_window_s
-    cand_ramp: list[float] | None = None
+    # ``_ramp_so_far`` once its window is over (derived from cand_excess: not in snapshots)
+    cand_ramp: tuple[float, float] | None = None
     on_top: list[float] | None = None
     cand_rise: list[float] | None = None
     rise_samples: list[list[float]] = field(default_factory=list)
@@ -723,28 +723,27 @@ class MeterDetector:
         cfg = self.config
         if self.interval_s >= cfg.coarse_interval_s:
             return False  # a quarter hour's means hide the ramp
-        if self.cand_ramp is None:
-            dt = max(self.interval_s, 1.0)
-            k0 = round(cfg.step_window_s / dt)
-            after_start = sorted(self.cand_excess[k0 : 2 * k0 + 1]) or [math.inf]
-            # Judged a minute apart: at 1 s a charger's soft start (up to a minute) is
-            # many small changes too, but a minute's change holds all of it.
-            minute = max(1, round(60.0 / dt))
-            window = self.cand_excess[k0 : round(cfg.ramp_window_s / dt) + 1 : minute]
-            ramp = [
-                after_start[len(after_start) // 2],
-                _small_change_climb(window, cfg.min_ev_power_w / 2),
-            ]
-            if self.last_t is not None and self.last_t - self.cand_start < cfg.ramp_window_s:
-                return self._ramp_shows(ramp, level)  # the window is not over: not kept
-            self.cand_ramp = ramp  # a held candidate asks on every reading (at 1 s, for hours)
-        return self._ramp_shows(self.cand_ramp, level)
-
-    def _ramp_shows(self, ramp: list[float], level: float) -> bool:
+        ramp = self.cand_ramp or self._ramp_so_far()
+        if self.cand_ramp is None and (self.last_t or 0.0) - self.cand_start >= cfg.ramp_window_s:
+            self.cand_ramp = ramp  # the window is over; a held candidate asks every reading
         start_w, climb = ramp
-        cfg = self.config
         return start_w < cfg.ramp_start_fraction * level and climb >= max(
             cfg.drift_fraction * level, cfg.min_ev_power_w
+        )
+
+    def _ramp_so_far(self) -> tuple[float, float]:
+        """The candidate's draw just after its first ``step_window_s`` (the median) and what
+        it climbed by from there through small changes within ``ramp_window_s``, judged a
+        minute apart: at 1 s a charger's soft start (up to a minute) is many small changes
+        too, but a minute's change holds all of it."""
+        cfg = self.config
+        dt = max(self.interval_s, 1.0)
+        k0 = round(cfg.step_window_s / dt)
+        after_start = sorted(self.cand_excess[k0 : 2 * k0 + 1]) or [math.inf]
+        minute = max(1, round(60.0 / dt))
+        window = self.cand_excess[k0 : round(cfg.ramp_window_s / dt) + 1 : minute]
+        return after_start[len(after_start) // 2], _small_change_climb(
+            window, cfg.min_ev_power_w / 2
         )
 
     def _duty_cycling(self) -> bool:
@@ -1278,7 +1277,6 @@ class MeterDetector:
             "cand_house_wh": self.cand_house_wh,
             "cand_sum": self.cand_sum,
             "cand_stacked": self.cand_stacked,
-            "cand_ramp": self.cand_ramp,
             "on_top": self.on_top,
             "cand_rise": self.cand_rise,
             "rise_samples": self.rise_samples,
@@ -1296,7 +1294,7 @@ class MeterDetector:
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
             "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
-            "cand_rise", "rise_samples", "export_hours", "heat_hours", "cand_ramp",
+            "cand_rise", "rise_samples", "export_hours", "heat_hours",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))

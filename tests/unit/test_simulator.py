@@ -27,8 +27,9 @@ def test_register_is_cumulative_and_counts_what_the_power_says():
 
 @pytest.mark.parametrize("extra", ["solar", "pool", "hot_days", "two_acs", "variable_speed_ac"])
 def test_extras_keep_the_same_house_and_sessions(extra):
-    """Solar, pool pumps and hot days draw from their own generators: the same seed keeps its
-    EV sessions, so a benchmark with and without them compares the same households."""
+    """Solar, pool pumps, hot days, second ACs and variable-speed heat pumps draw from their own
+    generators: the same seed keeps its EV sessions, so a benchmark with and without them
+    compares the same households."""
     seed = 6 if extra in ("two_acs", "variable_speed_ac") else 9  # houses that get them
     plain = simulate_household(seed, HouseholdSpec(days=4, step_s=60))
     more = simulate_household(seed, HouseholdSpec(days=4, step_s=60, **{extra: True}))
