@@ -234,6 +234,10 @@ class _Session:
     recent: list[float] = field(default_factory=list)  # excess of the last hour, for tapers
     trend: list[float] = field(default_factory=list)  # recent without its steps
     tail_w: float = 0.0  # the excess of a taper still winding down after the stop threshold
+    # A final fall passed over for an earlier one that matched the level better, judged again
+    # whole on the next reading (a charger stopping mid-interval splits its fall in two).
+    final_stop: float | None = None
+    final_from: float = 0.0
 
 
 def _extend_trend(xs: list[float], trend: list[float], excess: float, step: float) -> None:
@@ -1042,6 +1046,7 @@ class MeterDetector:
                 and final_drop >= cfg.edge_fraction * s.level_w
                 and s.fall_error < now_error
             ):
+                s.final_stop, s.final_from = stop, max(self.last_p, self.prev_p)
                 stop = s.fall_edge
             s.low_since = stop
             self.on_top = None
@@ -1055,6 +1060,11 @@ class MeterDetector:
 
         # PAUSED
         assert s.low_since is not None
+        if s.final_stop is not None:
+            whole = s.final_from - p
+            if abs(whole - s.level_w) / s.level_w < s.fall_error:
+                s.low_since = s.final_stop  # the final fall, whole, is the EV's after all
+            s.final_stop = None
         band_low, band_high = cfg.resume_fraction * s.level_w, (2 - cfg.resume_fraction) * s.level_w
         hint = self.ev_level_hint
         if hint is not None and self._at_house_power(s.level_w):

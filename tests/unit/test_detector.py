@@ -121,6 +121,19 @@ def test_ev_stopping_while_ac_runs_ends_at_the_ev_edge():
     assert out[-1].stop_time == pytest.approx(T0 + 3 * 3600, abs=120)
 
 
+def test_a_charge_stopping_mid_interval_ends_at_its_own_fall_not_a_load_on_top():
+    """A charger that stops mid-minute splits its fall over two readings; the first part is
+    smaller than the fall of a larger load that stepped off the charge earlier. The charge
+    ends at its own fall, judged whole, not at the other load's."""
+    ev = window(1, 4, 3500)
+    split = lambda t: 1200.0 if t == T0 + 4 * 3600 else 0.0  # noqa: E731
+    heater = window(2, 2.5, 4600)
+    _, out = run(trace(60, 6, lambda t: ev(t) + split(t) + heater(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[-1].stop_time == pytest.approx(T0 + 4 * 3600, abs=60)
+    assert out[-1].ev_energy_wh == pytest.approx(3500 * 3, rel=0.05)
+
+
 @pytest.mark.parametrize("step", [1, 60, 900])
 def test_any_resolution(step):
     """1 s, 1 min and 15 min readings all find the session within a reading interval."""
