@@ -76,7 +76,7 @@ from typing import Any
 
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.9"
+DETECTOR_VERSION = "floor-step/1.10"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -103,6 +103,8 @@ class DetectorConfig:
     cycle_tolerance: float = 0.25
     cyclic_confirm_s: float = 2.5 * 3600.0
     cyclic_min_s: float = 60 * 60.0
+    outlast_factor: float = 2.0  # ... or run this many times its size's runs at this time of day
+    outlast_margin_s: float = 2 * 3600.0
     post_check_s: float = 30 * 60.0
     run_through_s: float = 30 * 60.0
     heat_run_s: float = 90 * 60.0  # a held run this long, the AC back after it: heat hours
@@ -618,6 +620,7 @@ class MeterDetector:
                 # (an AC's run through the heat lasts hours).
                 or self._off_the_houses_ev_size(level)
             )
+            and not self._outlasted_its_cyclers(t, level)
         ):
             if int(t // 60) != int((self.last_t or t) // 60):  # judged once a minute
                 return self._end_if_tapered_off(t)
@@ -820,7 +823,7 @@ class MeterDetector:
         """Forget a candidate; remember it as a cycle of some appliance if it lasted a while."""
         self.phase = Phase.IDLE
         if t - self.cand_start >= 180.0 and self.cand_sorted:
-            self.recent_cycles.append([t, self._candidate_level()])
+            self.recent_cycles.append([t, self._candidate_level(), t - self.cand_start])
         horizon = t - self.config.cycle_lookback_s
         self.recent_cycles = [c for c in self.recent_cycles if c[0] >= horizon]
 
@@ -857,6 +860,29 @@ class MeterDetector:
         cfg = self.config
         tol = cfg.hint_tolerance if self._at_house_power(level) else cfg.cycle_tolerance
         return [c[0] for c in self.recent_cycles if abs(c[1] - level) <= tol * level]
+
+    def _outlasted_its_cyclers(self, t: float, level: float) -> bool:
+        """At the house's charging power (known offline), the candidate has run
+        ``outlast_factor`` times as long as any load of its size that cycled lately at this time
+        of day (``outlast_margin_s``; at any time, if none did): an AC's night cycles last
+        minutes, a charge that stops without a taper an hour. Not a run that may be the AC
+        running through the heat (see ``_ran_through_the_heat``)."""
+        if not self._at_house_power(level) or self._ran_through_the_heat(level):
+            return False
+        cfg = self.config
+        # (began, lasted) of each cycle of its size; one remembered without its length is long.
+        runs = [
+            (c[0] - c[2], c[2]) if len(c) > 2 else (c[0], math.inf)
+            for c in self.recent_cycles
+            if abs(c[1] - level) <= cfg.hint_tolerance * level
+        ]
+        near = [
+            lasted
+            for began, lasted in runs
+            if apart_in_the_day(began, self.cand_start) <= cfg.outlast_margin_s
+        ]
+        longest = max(near or [lasted for _, lasted in runs] or [math.inf])
+        return t - self.cand_start >= cfg.outlast_factor * longest
 
     def _cycling_nearby(self, t: float, level: float) -> bool:
         horizon = t - self.config.cycle_lookback_s
@@ -962,7 +988,7 @@ class MeterDetector:
         began, _, under = self.cand_rise
         samples = self.rise_samples
         if began - self.cand_start >= 180.0:
-            self.recent_cycles.append([t, under])
+            self.recent_cycles.append([t, under, began - self.cand_start])
         self._begin_candidate(began, self.cand_base, now)
         self.cand_excess, self.cand_sum, self.cand_trend = [], 0.0, []
         for excess, meter, house in samples:
@@ -1089,7 +1115,7 @@ class MeterDetector:
                 # outlasted that cycler's runs.
                 return out
             # Off and on again at the same level is also how a cycling appliance looks.
-            self.recent_cycles.append([t, s.level_w])
+            self.recent_cycles.append([t, s.level_w, s.low_since - s.start])
             if (cycling and not s.proven) or s.resumes >= cfg.max_resumes:
                 return self._restart_candidate(t, p, s)
             s.resumes += 1

@@ -285,7 +285,7 @@ def _cycles_early_in(meter: _MeterReadings, config: DetectorConfig) -> list[list
         if t - first > config.cycle_lookback_s:
             break
         primer.update(t, power, energy)
-    return [[first, level] for _, level in primer.recent_cycles] if first is not None else []
+    return [[first, *cycle[1:]] for cycle in primer.recent_cycles] if first is not None else []
 
 
 def dumps(record: dict[str, Any]) -> bytes:

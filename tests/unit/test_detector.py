@@ -715,8 +715,30 @@ def test_at_the_houses_charging_power_a_charge_that_outlasted_two_hours_is_kept(
     assert sessions(out) == [S.STARTED, S.ENDED]
     assert out[0].start_time == pytest.approx(T0 + 6 * 3600, abs=60)
     assert out[-1].stop_time == pytest.approx(T0 + 6 * 3600 + 130 * 60, abs=120)
-    _, control = run(readings, detector=hinted(DetectorConfig(hint_outlast_s=1e9)))
+    # Nor does it outlast the AC's runs twice over; without either allowance it is dropped.
+    no_allowance = DetectorConfig(hint_outlast_s=1e9, outlast_factor=1e9)
+    _, control = run(readings, detector=hinted(no_allowance))
     assert S.STARTED not in states(control)
+
+
+@pytest.mark.parametrize(("ac_on_min", "found"), [(12, True), (30, False)])
+def test_at_the_houses_charging_power_a_charge_outlasting_the_acs_runs_is_found(ac_on_min, found):
+    """A 3.5 kW AC cycled all afternoon; a 50 min charge at the house's 3.6 kW power then stops
+    at once (no taper) and the AC cycles again 10 min later. Twice as long as the AC's 12 min
+    runs at that time of day, it is a charge; not when the AC's runs lasted 30 min. Control:
+    without the outlasting rule the charge is held to the cycler rule and lost."""
+    ac = _ac_cycles(60, 285, ac_on_min, 45 - ac_on_min, 3500.0)
+    later = _ac_cycles(5.5 * 60 + 60, 720, ac_on_min, 45 - ac_on_min, 3500.0)
+    ev = window(5.5, 5.5 + 50 / 60, 3600.0)
+    readings = trace(60, 12, lambda t: ac(t) + later(t) + ev(t))
+
+    _, out = run(readings, detector=hinted(DetectorConfig()))
+    assert sessions(out) == ([S.STARTED, S.ENDED] if found else [])
+    if found:
+        assert out[0].start_time == pytest.approx(T0 + 5.5 * 3600, abs=60)
+        assert out[-1].stop_time == pytest.approx(T0 + 5.5 * 3600 + 50 * 60, abs=120)
+        _, control = run(readings, detector=hinted(DetectorConfig(outlast_factor=1e9)))
+        assert S.STARTED not in states(control)
 
 
 @pytest.mark.parametrize(("house_w", "kept"), [(None, True), (3600.0, False), (4500.0, True)])
