@@ -35,7 +35,9 @@ How it separates the EV from the house:
   from a first run over the whole file), a candidate at that power counts only cyclers within
   ``hint_tolerance`` of it, a resume must come back at about that power, a session
   confirmed with another load on top is capped at it, and a candidate at it that ran over
-  ``hint_outlast_s`` (longer than a cycler's runs) is kept when a load its size comes back;
+  ``hint_outlast_s`` (longer than a cycler's runs) is kept when a load its size comes back,
+  and so is one that ran ``outlast_factor`` times as long as that cycler's runs at this time of
+  day (an AC's night cycles last minutes: a charge that stops without a taper is found);
   one held back for a cycler's size that is not at it is not kept for staying off after,
   nor, if not of its size (``cycle_tolerance``), for outlasting the cycler.
   A candidate at that power that began at the minute the house's charging timer starts
@@ -46,7 +48,8 @@ How it separates the EV from the house:
 * Charging stops when the excess falls under ``low_fraction`` of the level. After a sharp final
   fall the stop is the EV-sized fall that matched the level best (an EV can stop while the AC
   still runs on top); after a gradual one the taper is followed below the threshold to the
-  charger's last step. A session whose trend tapered off while another load keeps the excess
+  charger's last step (a final fall split over two readings is judged whole). A session whose
+  trend tapered off while another load keeps the excess
   up ends where its taper did, its taper counted at the EV's winding-down power. A stop shorter
   than ``pause_max_s`` with a return to the same level is a pause (``SuspendedEV`` then
   ``Updated``); a longer one ends the session at the stop time. A second resume, or one that
