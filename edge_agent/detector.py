@@ -870,7 +870,11 @@ class MeterDetector:
         of day (``outlast_margin_s``; at any time, if none did): an AC's night cycles last
         minutes, a charge that stops without a taper an hour. Not a run that may be the AC
         running through the heat (see ``_ran_through_the_heat``)."""
-        if not self._at_house_power(level) or self._ran_through_the_heat(level):
+        if (
+            not self._at_house_power(level)
+            or self._ran_through_the_heat(level)
+            or self._solar(self.cand_start)  # the sun fading under a load draws it out too
+        ):
             return False
         cfg = self.config
         # (began, lasted) of each cycle of its size; one remembered without its length is long.
