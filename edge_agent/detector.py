@@ -587,11 +587,21 @@ class MeterDetector:
         self.held.push(t, excess)
         edge = self._rising_edge(p, self.cand_base)
         self.cand_stacked += self._same_size_on_top(t, p, self.cand_base, edge)
-        if edge is not None and edge[0] >= cfg.min_ev_power_w and edge[1] >= cfg.min_ev_power_w / 2:
+        if (
+            edge is not None
+            and edge[0] >= cfg.min_ev_power_w
+            and edge[1] >= cfg.min_ev_power_w / 2
+            and not self._the_house_ev_rose()  # what cycles on top of it since is not followed
+        ):
             # A load rose on top of the candidate's (not the candidate's own split edge).
             self.cand_rise, self.rise_samples = [t, *edge], []
         if self.cand_rise is not None:
             self.rise_samples.append([excess, meter, house])
+            if self._house_ev_rose_on_top(t):
+                # Followed from its own rising edge, the load underneath left out of it.
+                size = self.cand_rise[1]
+                self._reanchor(t, excess)
+                return [self._confirm(t, size, size)]
         age = t - self.cand_start
         if age < cfg.large_confirm_s or (age < cfg.confirm_s and typical < cfg.large_load_w):
             return []
@@ -658,15 +668,40 @@ class MeterDetector:
         ended = self._end(t, self.post_stop)
         return [started, ended]
 
+    def _the_house_ev_rose(self) -> bool:
+        """The load that rose on top of the candidate's is larger than any one appliance and of
+        the house's own charging power (known offline), over a load that is not."""
+        rise = self.cand_rise
+        hint = self.ev_level_hint
+        if rise is None or hint is None or hint < self.config.large_load_w:
+            return False
+        _, size, under = rise
+        return self._at_house_power(size, self.config.hint_resume_band) and not (
+            self._at_house_power(under, self.config.cycle_tolerance)
+        )
+
+    def _house_ev_rose_on_top(self, t: float) -> bool:
+        """The house's EV rose on top of the candidate's load (an AC's cycle, a water heater)
+        and has held for ``large_confirm_s``, as a large load that came on in one step alone
+        must: it is followed from its own rising edge."""
+        return (
+            self._the_house_ev_rose()
+            and self.cand_rise is not None
+            and t - self.cand_rise[0] >= self.config.large_confirm_s
+            and min(sample[0] for sample in self.rise_samples) >= 0.8 * self.cand_rise[1]
+        )
+
     def _one_large_step(self, level: float) -> bool:
         """A load larger than any one household appliance that came on in one step (a split
         edge allowed) with nothing rising on top: an EV. Two appliances together (water
         heater and AC) come on in two steps, or, now and then, in the same minute: in a house
-        whose charging power is known, a load not of its size is not taken on this evidence."""
+        whose charging power is known, a load not of its size is not taken on this evidence,
+        and a load of its very power is, whatever rose on top of it since (an AC's cycle)."""
         first = max(self.cand_excess[:2])
         if self._off_the_houses_ev_size(level):
             return False
-        return level >= self.config.large_load_w and self.cand_rise is None and first >= 0.8 * level
+        alone = self.cand_rise is None or self._at_house_power(level)
+        return level >= self.config.large_load_w and alone and first >= 0.8 * level
 
     def _taper_start(self, level: float) -> int | None:
         """Where the candidate's excess began to wind down through intermediate values over

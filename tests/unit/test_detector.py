@@ -741,6 +741,28 @@ def test_at_the_houses_charging_power_a_charge_outlasting_the_acs_runs_is_found(
         assert S.STARTED not in states(control)
 
 
+@pytest.mark.parametrize("house_w", [7500.0, None, 3600.0])
+def test_the_houses_large_charger_rising_on_top_of_the_ac_is_found(house_w):
+    """The AC comes on, a 7.5 kW charge rises on top of it 2 min later, the AC stops for 2 min
+    and comes back on top of the charge, which stops after 36 min (at a charge limit, no taper)
+    just before the AC does. Knowing the house charges at 7.5 kW, the load that rose is its
+    EV, found from its own edge, at its own power. Controls: not knowing the house's power, or
+    knowing it is 3.6 kW, nothing confirms the candidate the AC began before it fell."""
+    ac = lambda t: window(2, 2 + 40 / 60, 3500.0)(t) - window(2.25, 2.25 + 2 / 60, 3500.0)(t)  # noqa: E731
+    ev = window(2 + 2 / 60, 2 + 38 / 60, 7500.0)
+    det = MeterDetector("m1", DetectorConfig())
+    det.ev_level_hint = house_w
+    _, out = run(trace(60, 5, lambda t: ac(t) + ev(t)), detector=det)
+    if house_w != 7500.0:
+        assert sessions(out) == []
+        return
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 2 * 3600 + 120, abs=60)
+    assert out[-1].stop_time == pytest.approx(T0 + 2 * 3600 + 38 * 60, abs=120)
+    assert out[-1].ev_peak_power_w == pytest.approx(7500, rel=0.05)
+    assert out[-1].ev_energy_wh == pytest.approx(7500 * 36 / 60, rel=0.08)
+
+
 @pytest.mark.parametrize(("house_w", "kept"), [(None, True), (3600.0, False), (4500.0, True)])
 def test_a_held_back_run_not_at_the_houses_charging_power_is_not_kept(house_w, kept):
     """A 4.5 kW load ran twice for 20 min (a water heater's recoveries), then runs 75 min and
