@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -140,6 +141,8 @@ class DetectorConfig:
     # Offline mode only (a whole file's sessions at once): see ``offline._of_the_households_ev``
     # and, for the hint_* settings, ``MeterDetector.ev_level_hint``.
     household_min_sessions: int = 4
+    house_power_memory: int = 20  # the live agent's last sessions it learns the power from
+    house_power_share: float = 0.5  # ... once this share of them are at one power
     household_level_fraction: float = 0.5
     hint_tolerance: float = 0.08
     hint_resume_band: float = 0.15
@@ -317,6 +320,16 @@ def _wound_down(
     return top, bottom
 
 
+def charging_power(powers: list[float]) -> float:
+    """The power most of a house's sessions share (within 5%): sessions with another load on
+    top through their confirmation, or found where the EV was not, scatter; a median would
+    follow them when they are many."""
+    peaks = sorted(powers)
+    groups = [[q for q in peaks if abs(q - p) <= 0.05 * p] for p in peaks]
+    shared: list[float] = max(groups, key=len)
+    return statistics.median(shared)
+
+
 def apart_in_the_day(a: float, b: float) -> float:
     """Seconds between two times of day (or instants' times of day), across midnight."""
     off = abs(a - b) % 86_400.0
@@ -354,6 +367,9 @@ class MeterDetector:
     lately: _RollingMin = field(init=False)  # power just before the reading (step test)
     held: _RollingMin = field(init=False)  # a session's lowest excess of the last half hour
     ev_level_hint: float | None = None  # the house's own charging power, when known
+    # A running agent learns it from its own sessions' powers (the offline mode from the file).
+    learns_house_power: bool = True
+    session_powers: list[float] = field(default_factory=list)
     ev_timer_s: float | None = None  # the time of day (s, UTC) its charging timer starts
     # The last export (rooftop solar behind the meter) seen in each hour of the day (UTC).
     export_hours: list[float | None] = field(default_factory=lambda: [None] * 24)
@@ -1267,12 +1283,31 @@ class MeterDetector:
         s = self.session
         assert s is not None
         tr = self._transition(TransactionState.ENDED, t, max(stop, s.start))
+        if self.learns_house_power:
+            self._learn_house_power(tr.ev_peak_power_w)
         self.session = None
         self.phase = Phase.IDLE
         self.floor.clear()
         self.history_start = t
         self.floor.push(t, self.last_p)
         return tr
+
+    def _learn_house_power(self, power_w: float) -> None:
+        """A house's charges share one power (one car, one charger): once enough of its
+        sessions are in, the power most of them share is the house's own charging power."""
+        cfg = self.config
+        self.session_powers = [*self.session_powers, power_w][-cfg.house_power_memory :]
+        self._judge_house_power()
+
+    def _judge_house_power(self) -> None:
+        cfg, powers = self.config, self.session_powers
+        if len(powers) < cfg.household_min_sessions:
+            return
+        house = charging_power(powers)
+        # Unlike a whole file's, a running agent's sessions are not yet weeded of other loads':
+        # only a power most of them share is taken (a false one scattered is a wrong cap).
+        shared = sum(abs(p - house) <= 0.05 * house for p in powers)
+        self.ev_level_hint = house if shared >= cfg.house_power_share * len(powers) else None
 
     def _gap(self, t: float, p: float, energy_wh: float | None, dt: float) -> list[Transition]:
         out: list[Transition] = []
@@ -1359,6 +1394,7 @@ class MeterDetector:
             "cand_rise": self.cand_rise,
             "rise_samples": self.rise_samples,
             "recent_cycles": self.recent_cycles,
+            "session_powers": self.session_powers,
             "post_stop": self.post_stop,
             "post_level": self.post_level,
             "session": None if self.session is None else vars(self.session).copy(),
@@ -1386,6 +1422,8 @@ class MeterDetector:
                     det.cand_excess[:i], det.cand_trend, det.cand_excess[i], det._trend_step()
                 )
         det.recent_cycles = [list(c) for c in state["recent_cycles"]]
+        det.session_powers = list(state.get("session_powers", []))
+        det._judge_house_power()
         if "export_hours" not in state and state.get("exported_at") is not None:
             # A snapshot from before the hours were kept: its last export, in its hour.
             det.export_hours[int(state["exported_at"] // 3600) % 24] = state["exported_at"]

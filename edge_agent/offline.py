@@ -30,6 +30,7 @@ from edge_agent.detector import (
     MeterDetector,
     Transition,
     apart_in_the_day,
+    charging_power,
 )
 from schemas.pleevi import Measurement, TransactionState
 from schemas.timefmt import format_utc
@@ -145,7 +146,8 @@ def detect(
         ev_power: float | None = None
         timer: float | None = None
         if len(kept) >= config.household_min_sessions:
-            ev_power, timer = _charging_power(kept), _charging_timer(kept, config)
+            ev_power = charging_power([tr.ev_peak_power_w for tr in kept])
+            timer = _charging_timer(kept, config)
         if ev_power is not None or any(heat):
             # Second pass, knowing from the first (the whole file) the house's own charging
             # power and the hours its AC runs through the heat.
@@ -199,7 +201,7 @@ def _sessions(
 ) -> tuple[list[Transition], list[list[float]]]:
     """The ``Ended`` transitions of one meter's readings, from a primed detector, and the
     AC's heat hours it knew at the end (``MeterDetector.heat_hours``)."""
-    det = MeterDetector(meter.asset_id, config)
+    det = MeterDetector(meter.asset_id, config, learns_house_power=False)
     det.recent_cycles = [list(c) for c in cycles]
     det.ev_level_hint, det.ev_timer_s = ev_power_w, timer_s
     if heat_hours is not None:
@@ -253,16 +255,6 @@ def _off_the_daily_schedule(
     return [tr for tr in ended if id(tr) not in scheduled]
 
 
-def _charging_power(sessions: list[Transition]) -> float:
-    """The house's own charging power: the power most of its sessions share (within 5%).
-    Sessions with another load on top through their confirmation, or found where the EV was
-    not, scatter; a median would follow them when they are many."""
-    peaks = sorted(tr.ev_peak_power_w for tr in sessions)
-    groups = [[q for q in peaks if abs(q - p) <= 0.05 * p] for p in peaks]
-    shared: list[float] = max(groups, key=len)
-    return statistics.median(shared)
-
-
 def _charging_timer(sessions: list[Transition], config: DetectorConfig) -> float | None:
     """The time of day (s) at which several of a house's sessions started to the minute: a
     charging timer (set to an off-peak rate's start), or None."""
@@ -278,7 +270,7 @@ def _charging_timer(sessions: list[Transition], config: DetectorConfig) -> float
 def _cycles_early_in(meter: _MeterReadings, config: DetectorConfig) -> list[list[float]]:
     """Cycling loads seen in the first ``cycle_lookback_s`` of a meter's readings, dated at
     its first reading (so that they age out as a running agent's memory would)."""
-    primer = MeterDetector(meter.asset_id, config)
+    primer = MeterDetector(meter.asset_id, config, learns_house_power=False)
     first: float | None = None
     for t, power, energy in meter.in_time_order():
         first = t if first is None else first

@@ -741,6 +741,24 @@ def test_at_the_houses_charging_power_a_charge_outlasting_the_acs_runs_is_found(
         assert S.STARTED not in states(control)
 
 
+def test_a_running_agent_learns_the_houses_charging_power_and_keeps_it_over_a_restart():
+    """Four charges at about 7.2 kW: the power they share is the house's. A restart keeps it.
+    Four at scattered powers (other loads taken for charges) teach nothing."""
+    det = MeterDetector("m1", DetectorConfig())
+    for day, watts in enumerate([7200.0, 7150.0, 7300.0, 7250.0]):
+        for t, p, e in trace(60, 6, window(1, 3, watts)):
+            det.update(t + day * 86_400, p, e)
+    assert det.ev_level_hint == pytest.approx(7225, rel=0.01)
+    assert MeterDetector.restore(det.snapshot()).ev_level_hint == det.ev_level_hint
+
+    scattered = MeterDetector("m1", DetectorConfig())
+    for day, watts in enumerate([7200.0, 3500.0, 5000.0, 11000.0]):
+        for t, p, e in trace(60, 6, window(1, 3, watts)):
+            scattered.update(t + day * 86_400, p, e)
+    assert len(scattered.session_powers) == 4
+    assert scattered.ev_level_hint is None
+
+
 @pytest.mark.parametrize("house_w", [7500.0, None, 3600.0])
 def test_the_houses_large_charger_rising_on_top_of_the_ac_is_found(house_w):
     """The AC comes on, a 7.5 kW charge rises on top of it 2 min later, the AC stops for 2 min

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.detector import DetectorConfig, MeterDetector, Transition
-from edge_agent.offline import _charging_power, detect
+from edge_agent.detector import DetectorConfig, MeterDetector, charging_power
+from edge_agent.offline import detect
 from schemas.pleevi import Measurement
 from schemas.pleevi import TransactionState as S
 
@@ -49,8 +49,9 @@ def write_csv(path: Path, rows, stamp=lambda t: t.isoformat()) -> Path:
 
 
 def started_reading_by_reading(rows) -> int:
-    """How many sessions the live detector alone starts on ``rows`` (the tests' control)."""
-    det = MeterDetector("m")
+    """How many sessions the live detector alone, knowing nothing of the house (not even the
+    charging power it learns from its own sessions), starts on ``rows`` (the tests' control)."""
+    det = MeterDetector("m", learns_house_power=False)
     return sum(tr.state is S.STARTED for _, t, p, e in rows for tr in det.update(t, p, e))
 
 
@@ -208,6 +209,10 @@ def test_knowing_the_houses_charging_power_tells_a_smaller_ac_from_the_ev():
     )  # the control: the fifth day's charge is lost, read alone
     found = list(detect(rows))
     assert len(found) == 5
+    # A running agent learns the house's charging power from its own four sessions too.
+    live = MeterDetector("m")
+    assert sum(tr.state is S.STARTED for _, t, p, e in rows for tr in live.update(t, p, e)) == 5
+    assert live.ev_level_hint == pytest.approx(3600, rel=0.02)
     fifth = found[-1]
     assert fifth.start_time == pytest.approx(START.timestamp() + 4 * 86_400 + 840 * 60, abs=120)
     assert fifth.ev_energy_wh == pytest.approx(3600 * 100 / 60, rel=0.1)
@@ -242,8 +247,4 @@ def test_the_houses_charging_power_is_the_one_most_sessions_share():
     confirmation, partial sessions): the median would be 7.1 kW, and capping the house's
     sessions there would cut their energy by a third. The power most sessions share is 11 kW."""
     peaks = [11_000, 10_950, 11_300, 11_500, 10_900, 11_100, 7_000, 7_100, 4_500, 4_600, 3_900]
-
-    def ended(peak: float) -> Transition:
-        return Transition(S.ENDED, "m", "tx", 0.0, 0.0, 3600.0, 0.0, peak, peak, peak, 0.9, 1)
-
-    assert _charging_power([ended(p) for p in peaks]) == pytest.approx(11_050, rel=0.01)
+    assert charging_power(peaks) == pytest.approx(11_050, rel=0.01)
