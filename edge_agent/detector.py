@@ -42,9 +42,14 @@ How it separates the EV from the house:
   nor, if not of its size (``cycle_tolerance``), for outlasting the cycler.
   A candidate at that power that began at the minute the house's charging timer starts
   (``ev_timer_s``) is the EV, whatever cycles.
+  A running agent learns that power from its own last ``house_power_memory`` sessions, once
+  ``household_min_sessions`` are in and ``house_power_share`` of them share one power.
 * A load larger than any single appliance (``large_load_w``) that came on in one step, with
   nothing rising on top, is confirmed after ``large_confirm_s`` (not, where the house's
-  charging power is known, if it is not of that size: two appliances that came on together).
+  charging power is known, if it is not of that size: two appliances that came on together;
+  one of that very power is, whatever rose on top since). Where the house's EV is that large, a
+  load of its power rising on top of a candidate's and held as long is the EV, followed from
+  its own edge.
 * Charging stops when the excess falls under ``low_fraction`` of the level. After a sharp final
   fall the stop is the EV-sized fall that matched the level best (an EV can stop while the AC
   still runs on top); after a gradual one the taper is followed below the threshold to the
