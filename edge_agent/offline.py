@@ -14,6 +14,7 @@ with no cycle just before it, is then known for one).
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import statistics
 from array import array
@@ -34,6 +35,12 @@ from edge_agent.detector import (
 )
 from schemas.pleevi import Measurement, TransactionState
 from schemas.timefmt import format_utc
+
+log = logging.getLogger(__name__)
+
+# A whole-house meter draws more than this at some time of any day: a file that never does
+# holds kW (or kWh per interval), not the W its header names, and would silently give nothing.
+_PLAUSIBLE_HOUSE_W = 50.0
 
 
 class InputError(ValueError):
@@ -139,6 +146,12 @@ def detect(
             meter = by_meter[asset_id] = _MeterReadings(asset_id)
         meter.add(t, power, energy)
     for meter in by_meter.values():
+        if meter.days() >= 1 and max(map(abs, meter.powers)) < _PLAUSIBLE_HOUSE_W:
+            log.warning(
+                "%s: power never reaches %.0f W in %d readings over %.0f days: power_w must be "
+                "in watts (are these kW?); no sessions can be found",
+                meter.asset_id, _PLAUSIBLE_HOUSE_W, len(meter.powers), meter.days(),
+            )  # fmt: skip
         cycles = _cycles_early_in(meter, config)
         days = meter.days()
         first, heat = _sessions(meter, config, cycles)

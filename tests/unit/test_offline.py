@@ -48,6 +48,20 @@ def write_csv(path: Path, rows, stamp=lambda t: t.isoformat()) -> Path:
     return path
 
 
+def test_power_in_kilowatts_is_reported_not_silently_empty(tmp_path):
+    """A file whose power_w column holds kW (3.6 for a charge) is not a house that never
+    charged: the meter is named on stderr with the reason, and nothing is made up."""
+    rows = [(t, p / 1000, e / 1000) for t, p, e in minutes(30, charge)]
+    out = cli(write_csv(tmp_path / "meter-kw.csv", rows))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ""
+    assert "meter-kw" in out.stderr
+    assert "watts" in out.stderr
+    control = cli(write_csv(tmp_path / "meter-w.csv", minutes(30, charge)))
+    assert "watts" not in control.stderr
+    assert len(control.stdout.splitlines()) == 1
+
+
 def started_reading_by_reading(rows) -> int:
     """How many sessions the live detector alone, knowing nothing of the house (not even the
     charging power it learns from its own sessions), starts on ``rows`` (the tests' control)."""
