@@ -781,6 +781,21 @@ def test_the_houses_large_charger_rising_on_top_of_the_ac_is_found(house_w):
     assert out[-1].ev_energy_wh == pytest.approx(7500 * 36 / 60, rel=0.08)
 
 
+def test_a_load_rising_on_top_of_the_houses_large_charger_does_not_hide_it():
+    """The AC runs, a 7.5 kW charge rises on top of it, and 5 min later a 4.5 kW water heater
+    rises on top of both for 20 min. The charge is still the load that rose (the heater's rise
+    does not replace it) and is found from its own edge, though it stops after 36 min."""
+    ac = window(2, 2 + 40 / 60, 3500.0)
+    ev = window(2 + 2 / 60, 2 + 38 / 60, 7500.0)
+    heater = window(2 + 7 / 60, 2 + 27 / 60, 4500.0)
+    det = MeterDetector("m1", DetectorConfig())
+    det.ev_level_hint = 7500.0
+    _, out = run(trace(60, 5, lambda t: ac(t) + ev(t) + heater(t)), detector=det)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 2 * 3600 + 120, abs=60)
+    assert out[-1].ev_peak_power_w == pytest.approx(7500, rel=0.05)
+
+
 @pytest.mark.parametrize(("house_w", "kept"), [(None, True), (3600.0, False), (4500.0, True)])
 def test_a_held_back_run_not_at_the_houses_charging_power_is_not_kept(house_w, kept):
     """A 4.5 kW load ran twice for 20 min (a water heater's recoveries), then runs 75 min and
