@@ -325,13 +325,16 @@ def _wound_down(
     return top, bottom
 
 
-def charging_power(powers: list[float]) -> float:
+def charging_power(powers: list[float], large_w: float = math.inf, few: int = 3) -> float:
     """The power most of a house's sessions share (within 5%): sessions with another load on
     top through their confirmation, or found where the EV was not, scatter; a median would
-    follow them when they are many."""
+    follow them when they are many. ``few`` sessions or more sharing a power above ``large_w``
+    (more than any one appliance draws) are the EV's, though an AC's long runs taken for
+    charges on hot afternoons outnumber them."""
     peaks = sorted(powers)
     groups = [[q for q in peaks if abs(q - p) <= 0.05 * p] for p in peaks]
-    shared: list[float] = max(groups, key=len)
+    large = [g for g in groups if len(g) >= few and statistics.median(g) >= large_w]
+    shared: list[float] = max(large or groups, key=len)
     return statistics.median(shared)
 
 
@@ -1308,7 +1311,7 @@ class MeterDetector:
         cfg, powers = self.config, self.session_powers
         if len(powers) < cfg.household_min_sessions:
             return
-        house = charging_power(powers)
+        house = charging_power(powers, cfg.large_load_w)
         # Unlike a whole file's, a running agent's sessions are not yet weeded of other loads':
         # only a power most of them share is taken (a false one scattered is a wrong cap).
         shared = sum(abs(p - house) <= 0.05 * house for p in powers)

@@ -256,6 +256,19 @@ def test_a_charge_at_the_houses_timer_minute_is_its_ev_among_same_size_ac_cycles
     assert found[-1].start_time == pytest.approx(START.timestamp() + fifth * 60, abs=120)
 
 
+def test_a_few_sessions_above_any_appliances_power_are_the_houses_charging_power():
+    """Three sessions at 10.5 kW and six at about 4.1 kW (an AC's long afternoon runs taken
+    for charges): more than any one appliance draws, the three are the EV's. Controls: without
+    that bound the AC's power is taken; two large sessions are too few to outweigh six."""
+    ac_runs = [4_050, 4_100, 4_120, 4_080, 4_150, 4_090]
+    peaks = [10_400, 10_500, 10_600, *ac_runs]
+    assert charging_power(peaks, large_w=5_500) == pytest.approx(10_500, rel=0.01)
+    assert charging_power(peaks) == pytest.approx(4_100, rel=0.01)
+    assert charging_power([10_400, 10_600, *ac_runs], large_w=5_500) == pytest.approx(
+        4_100, rel=0.01
+    )
+
+
 def test_the_houses_charging_power_is_the_one_most_sessions_share():
     """Six sessions at 11 kW and five scattered below (a load on top through a short
     confirmation, partial sessions): the median would be 7.1 kW, and capping the house's
