@@ -329,12 +329,19 @@ def charging_power(powers: list[float], large_w: float = math.inf, few: int = 3)
     """The power most of a house's sessions share (within 5%): sessions with another load on
     top through their confirmation, or found where the EV was not, scatter; a median would
     follow them when they are many. ``few`` sessions or more sharing a power above ``large_w``
-    (more than any one appliance draws) are the EV's, though an AC's long runs taken for
-    charges on hot afternoons outnumber them."""
+    (more than any one appliance draws), at least half as many as share the most common
+    power, are the EV's: an AC's long runs taken for charges on hot afternoons can outnumber
+    a large EV's sessions. (Charges confirmed with the AC on top share a large power too, but
+    they are a few of the house's sessions.)"""
     peaks = sorted(powers)
     groups = [[q for q in peaks if abs(q - p) <= 0.05 * p] for p in peaks]
-    large = [g for g in groups if len(g) >= few and statistics.median(g) >= large_w]
-    shared: list[float] = max(large or groups, key=len)
+    most: list[float] = max(groups, key=len)
+    large = [
+        group
+        for group in groups
+        if len(group) >= few and 2 * len(group) >= len(most) and statistics.median(group) >= large_w
+    ]
+    shared: list[float] = max(large, key=len) if large else most
     return statistics.median(shared)
 
 

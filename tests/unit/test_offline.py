@@ -259,7 +259,8 @@ def test_a_charge_at_the_houses_timer_minute_is_its_ev_among_same_size_ac_cycles
 def test_a_few_sessions_above_any_appliances_power_are_the_houses_charging_power():
     """Three sessions at 10.5 kW and six at about 4.1 kW (an AC's long afternoon runs taken
     for charges): more than any one appliance draws, the three are the EV's. Controls: without
-    that bound the AC's power is taken; two large sessions are too few to outweigh six."""
+    that bound the AC's power is taken; two large sessions are too few to outweigh six, and
+    three are too few among twelve at one power (charges with the AC on top, over months)."""
     ac_runs = [4_050, 4_100, 4_120, 4_080, 4_150, 4_090]
     peaks = [10_400, 10_500, 10_600, *ac_runs]
     assert charging_power(peaks, large_w=5_500) == pytest.approx(10_500, rel=0.01)
@@ -267,6 +268,9 @@ def test_a_few_sessions_above_any_appliances_power_are_the_houses_charging_power
     assert charging_power([10_400, 10_600, *ac_runs], large_w=5_500) == pytest.approx(
         4_100, rel=0.01
     )
+    # Three sessions at 7 kW among twelve at 3.5 kW: charges confirmed with the AC on top.
+    merged = [6_950, 7_000, 7_050, *[3_500 + 10 * i for i in range(12)]]
+    assert charging_power(merged, large_w=5_500) == pytest.approx(3_555, rel=0.01)
 
 
 def test_the_houses_charging_power_is_the_one_most_sessions_share():
