@@ -701,7 +701,7 @@ class MeterDetector:
 
     def _the_house_ev_rose(self) -> bool:
         """The load that rose on top of the candidate's is larger than any one appliance and of
-        the house's own charging power (known offline), over a load that is not."""
+        the house's own charging power (once known), over a load that is not."""
         rise = self.cand_rise
         hint = self.ev_level_hint
         if rise is None or hint is None or hint < self.config.large_load_w:
@@ -931,7 +931,7 @@ class MeterDetector:
         return [c[0] for c in self.recent_cycles if abs(c[1] - level) <= tol * level]
 
     def _outlasted_its_cyclers(self, t: float, level: float) -> bool:
-        """At the house's charging power (known offline), the candidate has run
+        """At the house's charging power (once known), the candidate has run
         ``outlast_factor`` times as long as any load of its size that cycled lately at this time
         of day (``outlast_margin_s``; at any time, if none did): an AC's night cycles last
         minutes, a charge that stops without a taper an hour. Not a run that may be the AC
