@@ -143,11 +143,13 @@ class DetectorConfig:
     taper_rebound: float = 0.06
     coarse_interval_s: float = 5 * 60.0
     coarse_steadiness: float = 0.6
-    # Offline mode only (a whole file's sessions at once): see ``offline._of_the_households_ev``
-    # and, for the hint_* settings, ``MeterDetector.ev_level_hint``.
+    # The house's own charging power (``MeterDetector.ev_level_hint``), learnt from this many
+    # sessions: offline from a whole file's (``offline._of_the_households_ev``), live from the
+    # agent's last ones; the hint_* settings apply once it is known.
     household_min_sessions: int = 4
     house_power_memory: int = 20  # the live agent's last sessions it learns the power from
     house_power_share: float = 0.5  # ... once this share of them are at one power
+    # Offline mode only (a whole file's sessions at once).
     household_level_fraction: float = 0.5
     hint_tolerance: float = 0.08
     hint_resume_band: float = 0.15
@@ -715,12 +717,12 @@ class MeterDetector:
         """The house's EV rose on top of the candidate's load (an AC's cycle, a water heater)
         and has held for ``large_confirm_s``, as a large load that came on in one step alone
         must: it is followed from its own rising edge."""
-        return (
-            self._the_house_ev_rose()
-            and self.cand_rise is not None
-            and t - self.cand_rise[0] >= self.config.large_confirm_s
-            and min(sample[0] for sample in self.rise_samples) >= 0.8 * self.cand_rise[1]
-        )
+        rise = self.cand_rise
+        if rise is None or not self._the_house_ev_rose():
+            return False
+        began, size, _ = rise
+        held = min(sample[0] for sample in self.rise_samples) >= 0.8 * size
+        return held and t - began >= self.config.large_confirm_s
 
     def _one_large_step(self, level: float) -> bool:
         """A load larger than any one household appliance that came on in one step (a split
@@ -923,12 +925,12 @@ class MeterDetector:
             return False
         return apart_in_the_day(self.cand_start, timer) <= self.config.timer_slack_s
 
-    def _cycles_of_size(self, level: float) -> list[float]:
-        """When the remembered cycles of a load of ``level``'s size ended (at the house's
-        charging power, only a load within ``hint_tolerance`` of it is of its size)."""
+    def _cycles_of_size(self, level: float) -> list[list[float]]:
+        """The remembered cycles ([end, level, length]) of a load of ``level``'s size (at the
+        house's charging power, only a load within ``hint_tolerance`` of it is of its size)."""
         cfg = self.config
         tol = cfg.hint_tolerance if self._at_house_power(level) else cfg.cycle_tolerance
-        return [c[0] for c in self.recent_cycles if abs(c[1] - level) <= tol * level]
+        return [c for c in self.recent_cycles if abs(c[1] - level) <= tol * level]
 
     def _outlasted_its_cyclers(self, t: float, level: float) -> bool:
         """At the house's charging power (once known), the candidate has run
@@ -946,8 +948,7 @@ class MeterDetector:
         # (began, lasted) of each cycle of its size; one remembered without its length is long.
         runs = [
             (c[0] - c[2], c[2]) if len(c) > 2 else (c[0], math.inf)
-            for c in self.recent_cycles
-            if abs(c[1] - level) <= cfg.hint_tolerance * level
+            for c in self._cycles_of_size(level)
         ]
         near = [
             lasted
@@ -959,7 +960,7 @@ class MeterDetector:
 
     def _cycling_nearby(self, t: float, level: float) -> bool:
         horizon = t - self.config.cycle_lookback_s
-        similar = [end for end in self._cycles_of_size(level) if end >= horizon]
+        similar = [c for c in self._cycles_of_size(level) if c[0] >= horizon]
         return len(similar) >= self.config.cycle_min_count
 
     def _ran_through_the_heat(self, level: float) -> bool:
@@ -971,7 +972,7 @@ class MeterDetector:
             return False
         since = self.cand_start - self.config.run_through_s
         return self._in_the_heat_hours(self.cand_start) or any(
-            since < end <= self.cand_start for end in self._cycles_of_size(level)
+            since < c[0] <= self.cand_start for c in self._cycles_of_size(level)
         )
 
     def _ran_through_at(self, start: float, stop: float) -> None:

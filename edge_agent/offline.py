@@ -146,14 +146,14 @@ def detect(
             meter = by_meter[asset_id] = _MeterReadings(asset_id)
         meter.add(t, power, energy)
     for meter in by_meter.values():
-        if meter.days() >= 1 and max(map(abs, meter.powers)) < _PLAUSIBLE_HOUSE_W:
+        days = meter.days()
+        if days >= 1 and max(map(abs, meter.powers)) < _PLAUSIBLE_HOUSE_W:
             log.warning(
                 "%s: power never reaches %.0f W in %d readings over %.0f days: power_w must be "
                 "in watts (are these kW?); no sessions can be found",
-                meter.asset_id, _PLAUSIBLE_HOUSE_W, len(meter.powers), meter.days(),
+                meter.asset_id, _PLAUSIBLE_HOUSE_W, len(meter.powers), days,
             )  # fmt: skip
         cycles = _cycles_early_in(meter, config)
-        days = meter.days()
         first, heat = _sessions(meter, config, cycles)
         kept = _of_the_households_ev(first, config, days)
         ev_power: float | None = None
