@@ -31,7 +31,7 @@ How it separates the EV from the house:
   confirmed level (``level_drift``), so appliances riding on top of the EV are not counted;
   once a load on top switches off for a while, the steady level left shows the EV's own
   power and becomes the cap.
-* When the house's own charging power is known (``ev_level_hint``: the offline mode learns it
+* When the house's own charging power is known (``House.charging_w``: the offline mode learns it
   from a first run over the whole file), a candidate at that power counts only cyclers within
   ``hint_tolerance`` of it, a resume must come back at about that power, a session
   confirmed with another load on top is capped at it, and a candidate at it that ran over
@@ -41,7 +41,7 @@ How it separates the EV from the house:
   one held back for a cycler's size that is not at it is not kept for staying off after,
   nor, if not of its size (``cycle_tolerance``), for outlasting the cycler.
   A candidate at that power that began at the minute the house's charging timer starts
-  (``ev_timer_s``) is the EV, whatever cycles.
+  (``House.timer_s``) is the EV, whatever cycles.
   A running agent learns that power from its own last ``house_power_memory`` sessions, once
   ``household_min_sessions`` are in and ``house_power_share`` of them share one power.
 * A load larger than any single appliance (``large_load_w``) that came on in one step, with
@@ -76,13 +76,14 @@ from __future__ import annotations
 
 import bisect
 import math
-import statistics
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from edge_agent.house import House, apart_in_the_day
+from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
 DETECTOR_VERSION = "floor-step/1.10"
@@ -143,7 +144,7 @@ class DetectorConfig:
     taper_rebound: float = 0.06
     coarse_interval_s: float = 5 * 60.0
     coarse_steadiness: float = 0.6
-    # The house's own charging power (``MeterDetector.ev_level_hint``), learnt from this many
+    # The house's own charging power (``House.charging_w``), learnt from this many
     # sessions: offline from a whole file's (``offline._of_the_households_ev``), live from the
     # agent's last ones; the hint_* settings apply once it is known.
     household_min_sessions: int = 4
@@ -255,116 +256,6 @@ class _Session:
     final_from: float = 0.0
 
 
-def _extend_trend(xs: list[float], trend: list[float], excess: float, step: float) -> None:
-    """Loads switching on and off step; a battery winding its charge down does not. ``trend``
-    sums the small changes of ``xs`` only, a reading behind (``excess`` is the reading about to
-    be appended): a change is part of a step when, with the reading before or after it, it
-    makes a large one (a load switching mid-interval splits its step over two readings)."""
-    if len(xs) >= 2:
-        earlier = xs[-3] if len(xs) >= 3 else None
-        small = _small_change(earlier, xs[-2], xs[-1], excess, step)
-        trend.append(trend[-1] + (xs[-1] - xs[-2] if small else 0.0))
-    elif len(xs) == 1:
-        trend.append(0.0)
-
-
-def _small_change(
-    earlier: float | None, before: float, now: float, after: float | None, step: float
-) -> bool:
-    """``now - before`` is a small change, not part of a load switching on or off: under
-    ``step``, and not a large one with the reading before or after it (a switch split over an
-    interval boundary)."""
-    return (
-        abs(now - before) <= step
-        and (after is None or abs(after - before) <= 2 * step)
-        and (earlier is None or abs(now - earlier) <= 2 * step)
-    )
-
-
-def _small_change_climb(xs: list[float], step: float) -> float:
-    """What ``xs`` climbed by through its small changes only (its steps left out)."""
-    return sum(
-        xs[i] - xs[i - 1]
-        for i in range(1, len(xs))
-        if _small_change(
-            xs[i - 2] if i >= 2 else None,
-            xs[i - 1],
-            xs[i],
-            xs[i + 1] if i + 1 < len(xs) else None,
-            step,
-        )
-    )
-
-
-def _wound_down(
-    trend: list[float], level: float, dt: float, cfg: DetectorConfig, flat_s: float | None = None
-) -> tuple[int, int] | None:
-    """(top, bottom) of a taper that ended ``flat_s`` (default ``taper_flat_s``) ago: the trend
-    (steps left out) wound down steadily by most of ``level`` within ``taper_window_s`` and has
-    been flat since, whatever loads switched on and off on top."""
-    flat_n = max(2, round(cfg.taper_flat_s / dt)) if flat_s is None else round(flat_s / dt)
-    bottom = len(trend) - 1 - flat_n
-    if bottom < 0:
-        return None
-    tail = trend[bottom:]
-    low = min(tail)
-    if max(tail) - low > cfg.taper_step * level:
-        return None
-    bottom += tail.index(low)  # the taper's last steps
-    lo = max(0, bottom - round(cfg.taper_window_s / dt))
-    window = trend[lo : bottom + 1]
-    high = max(window)
-    if high - low < cfg.taper_depth * level:
-        return None
-    top = lo + window.index(high)
-    if (bottom - top) * dt < cfg.taper_min_s or top * dt < cfg.taper_min_s:
-        return None
-    low = high
-    for value in trend[top : bottom + 1]:  # winding down all the way, not a random walk
-        if value - low > cfg.taper_rebound * level:
-            return None
-        low = min(low, value)
-    return top, bottom
-
-
-def charging_power(powers: list[float], large_w: float = math.inf, few: int = 3) -> float:
-    """The power most of a house's sessions share (within 5%): sessions with another load on
-    top through their confirmation, or found where the EV was not, scatter; a median would
-    follow them when they are many. ``few`` sessions or more sharing a power above ``large_w``
-    (more than any one appliance draws), at least half as many as share the most common
-    power, are the EV's: an AC's long runs taken for charges on hot afternoons can outnumber
-    a large EV's sessions. (Charges confirmed with the AC on top share a large power too, but
-    they are a few of the house's sessions.)"""
-    peaks = sorted(powers)
-    groups = [[q for q in peaks if abs(q - p) <= 0.05 * p] for p in peaks]
-    most: list[float] = max(groups, key=len)
-    large = [
-        group
-        for group in groups
-        if len(group) >= few and 2 * len(group) >= len(most) and statistics.median(group) >= large_w
-    ]
-    shared: list[float] = max(large, key=len) if large else most
-    return statistics.median(shared)
-
-
-def apart_in_the_day(a: float, b: float) -> float:
-    """Seconds between two times of day (or instants' times of day), across midnight."""
-    off = abs(a - b) % 86_400.0
-    return min(off, 86_400.0 - off)
-
-
-def _hours_about(t: float, margin: int) -> list[int]:
-    """The hours of the day (UTC, 0-23) within ``margin`` hours of ``t``'s."""
-    hour = int(t // 3600)
-    return [(hour + k) % 24 for k in range(-margin, margin + 1)]
-
-
-def _tapering_power(trend: list[float], level: float, top: int, k: int) -> float:
-    """The EV's own power at reading ``k`` of a taper from ``top``: its level less what its
-    charge had wound down by, whatever ran on top."""
-    return max(0.0, level + trend[k] - trend[top])
-
-
 @dataclass
 class MeterDetector:
     """Follows one meter. Feed readings with :meth:`update`; it returns transitions."""
@@ -383,16 +274,10 @@ class MeterDetector:
     plateau: _RollingMin = field(init=False)
     lately: _RollingMin = field(init=False)  # power just before the reading (step test)
     held: _RollingMin = field(init=False)  # a session's lowest excess of the last half hour
-    ev_level_hint: float | None = None  # the house's own charging power, when known
-    # A running agent learns it from its own sessions' powers (the offline mode from the file).
+    house: House = field(init=False)  # what it has learnt of the house behind the meter
+    # A running agent learns the house's charging power from its own sessions' powers (the
+    # offline mode from the whole file).
     learns_house_power: bool = True
-    session_powers: list[float] = field(default_factory=list)
-    ev_timer_s: float | None = None  # the time of day (s, UTC) its charging timer starts
-    # The last export (rooftop solar behind the meter) seen in each hour of the day (UTC).
-    export_hours: list[float | None] = field(default_factory=lambda: [None] * 24)
-    # For each hour of the day (UTC), when the AC's latest runs through the heat that covered
-    # it ended (see ``_ran_through_the_heat``).
-    heat_hours: list[list[float]] = field(default_factory=lambda: [[] for _ in range(24)])
     # Candidate (PENDING) state
     cand_start: float = 0.0
     cand_first_excess: float = 0.0
@@ -409,12 +294,12 @@ class MeterDetector:
     on_top: list[float] | None = None
     cand_rise: list[float] | None = None
     rise_samples: list[list[float]] = field(default_factory=list)
-    recent_cycles: list[list[float]] = field(default_factory=list)
     post_stop: float = 0.0
     post_level: float = 0.0
     session: _Session | None = None
 
     def __post_init__(self) -> None:
+        self.house = House(self.config)
         self.floor = _RollingMin(self.config.floor_window_s)
         self.plateau = _RollingMin(self.config.plateau_window_s)
         self.lately = _RollingMin(self.config.step_window_s)
@@ -486,7 +371,7 @@ class MeterDetector:
             self.dropped_readings += 1
             return []
         if power_w <= -self.config.solar_export_w:  # not a meter's offset of a few watts
-            self.export_hours[int(t // 3600) % 24] = t
+            self.house.saw_export(t)
         out: list[Transition] = []
         if self.last_t is None:
             self._start_history(t, power_w, energy_wh)
@@ -540,21 +425,12 @@ class MeterDetector:
         before = self.lately.value()
         if need_step and before is not None and p - before < self.config.min_ev_power_w:
             return
-        if before is not None and self._solar(t):
+        if before is not None and self.house.solar(t):
             # Under solar the trailing minimum lags the net load by kilowatts: the power just
             # before the step is the house's own.
             base = max(base, before)
             excess = p - base
         self._begin_candidate(t, base, excess)
-
-    def _solar(self, t: float) -> bool:
-        """The house exported lately at about this time of day (``solar_hours`` either side): its
-        panels may be generating now. At night its net load is its own, as in a house without."""
-        cfg = self.config
-        return any(
-            (seen := self.export_hours[hour]) is not None and t - seen <= cfg.solar_memory_s
-            for hour in _hours_about(t, cfg.solar_hours)
-        )
 
     def _begin_candidate(self, t: float, base: float, excess: float) -> None:
         self.phase = Phase.PENDING
@@ -654,17 +530,17 @@ class MeterDetector:
             # it remembered as a cycler: it did not cycle.
             self.phase = Phase.IDLE
             return []
-        cycling = self._cycling_nearby(t, level)
+        cycling = self.house.cycling_nearby(t, level)
         if (
             cycling
-            and not self._on_the_ev_timer(level)
+            and not self.house.on_its_timer(self.cand_start, level)
             and self.cand_stacked < cfg.stack_min_count
             and (
                 t - self.cand_start < cfg.cyclic_confirm_s
                 or self._ran_through_the_heat(level)
                 # Outlasting a cycler does not make a load off the house's EV's size the EV
                 # (an AC's run through the heat lasts hours).
-                or self._off_the_houses_ev_size(level)
+                or self.house.off_its_charging_size(level)
             )
             and not self._outlasted_its_cyclers(t, level)
         ):
@@ -679,19 +555,19 @@ class MeterDetector:
     def _postcheck(self, t: float, p: float) -> list[Transition]:
         excess = p - self.cand_base
         proven = (
-            self._at_house_power(self.post_level)
+            self.house.at_charging_power(self.post_level)
             and self.post_stop - self.cand_start >= self.config.hint_outlast_s
             and not self._ran_through_the_heat(self.post_level)
         )
         if excess >= (1 - self.config.cycle_tolerance) * self.post_level and not proven:
             if self.post_stop - self.cand_start >= self.config.heat_run_s:
-                self._ran_through_at(self.cand_start, self.post_stop)
+                self.house.ran_through_at(self.cand_start, self.post_stop)
             self._abandon_candidate(t)  # the same load is back: a cycling appliance
             self._begin_candidate(t, self.cand_base, excess)
             return []
         if t - self.post_stop < self.config.post_check_s:
             return []
-        if self.ev_level_hint is not None and not self._at_house_power(self.post_level):
+        if self.house.charging_w is not None and not self.house.at_charging_power(self.post_level):
             # Held back for a cycler's size, it proved nothing by staying off; with the house's
             # own charging power known (offline, from the whole file) and this not it, it was
             # another load's long run (back-to-back water heater recoveries, a long AC cycle).
@@ -705,12 +581,12 @@ class MeterDetector:
         """The load that rose on top of the candidate's is larger than any one appliance and of
         the house's own charging power (once known), over a load that is not."""
         rise = self.cand_rise
-        hint = self.ev_level_hint
+        hint = self.house.charging_w
         if rise is None or hint is None or hint < self.config.large_load_w:
             return False
         _, size, under = rise
-        return self._at_house_power(size, self.config.hint_resume_band) and not (
-            self._at_house_power(under, self.config.cycle_tolerance)
+        return self.house.at_charging_power(size, self.config.hint_resume_band) and not (
+            self.house.at_charging_power(under, self.config.cycle_tolerance)
         )
 
     def _house_ev_rose_on_top(self, t: float) -> bool:
@@ -731,9 +607,9 @@ class MeterDetector:
         whose charging power is known, a load not of its size is not taken on this evidence,
         and a load of its very power is, whatever rose on top of it since (an AC's cycle)."""
         first = max(self.cand_excess[:2])
-        if self._off_the_houses_ev_size(level):
+        if self.house.off_its_charging_size(level):
             return False
-        alone = self.cand_rise is None or self._at_house_power(level)
+        alone = self.cand_rise is None or self.house.at_charging_power(level)
         return level >= self.config.large_load_w and alone and first >= 0.8 * level
 
     def _taper_start(self, level: float) -> int | None:
@@ -756,13 +632,13 @@ class MeterDetector:
         return max((k for k in range(j, len(xs)) if xs[k] >= 0.9 * top), default=j)
 
     def _end_if_tapered_off(self, t: float, flat_s: float | None = None) -> list[Transition]:
-        """A taper under the candidate that ended ``flat_s`` ago (see ``_wound_down``) shows an
+        """A taper under the candidate that ended ``flat_s`` ago (see ``wound_down``) shows an
         EV, perhaps under another load, done charging: reported at its level before the taper,
         up to the taper's end (what runs on is another load's). Else nothing."""
-        if self._solar(self.cand_start):
+        if self.house.solar(self.cand_start):
             return []  # the sun rising under a long run also lowers net power smoothly
         dt = max(self.interval_s, 1.0)
-        found = _wound_down(self.cand_trend, self._candidate_level(), dt, self.config, flat_s)
+        found = wound_down(self.cand_trend, self._candidate_level(), dt, self.config, flat_s)
         if found is None or found[1] * dt < self.config.tapered_confirm_s:
             return []
         top, bottom = found
@@ -770,7 +646,7 @@ class MeterDetector:
         stop = round(t - (len(self.cand_excess) - 1 - bottom) * dt)
         del self.cand_excess[bottom + 1 :]
         for k in range(top, bottom + 1):
-            own = _tapering_power(self.cand_trend, level, top, k)
+            own = tapering_power(self.cand_trend, level, top, k)
             self.cand_excess[k] = min(self.cand_excess[k], own)
         self.phase = Phase.POSTCHECK  # the whole (trimmed) candidate is past: all of it counts
         return [self._confirm(t, level, 0.0), self._end(t, stop)]
@@ -786,7 +662,7 @@ class MeterDetector:
         ``drift_fraction`` of its level since its first quarter hour is the sun fading under it,
         not a charger's flat draw."""
         trend = self.cand_trend
-        if not trend or not self._solar(self.cand_start):
+        if not trend or not self.house.solar(self.cand_start):
             return False
         early = round(self.config.plateau_window_s / max(self.interval_s, 1.0))
         return trend[-1] - min(trend[: early + 1]) > self.config.drift_fraction * level
@@ -820,7 +696,7 @@ class MeterDetector:
         after_start = sorted(self.cand_excess[k0 : 2 * k0 + 1]) or [math.inf]
         minute = max(1, round(60.0 / dt))
         window = self.cand_excess[k0 : round(cfg.ramp_window_s / dt) + 1 : minute]
-        return after_start[len(after_start) // 2], _small_change_climb(
+        return after_start[len(after_start) // 2], small_change_climb(
             window, cfg.min_ev_power_w / 2
         )
 
@@ -839,7 +715,7 @@ class MeterDetector:
         # 1 s resolution a held-back candidate asks for it on every reading).
         if self.cand_excess:
             bisect.insort(self.cand_sorted, excess)
-            _extend_trend(self.cand_excess, self.cand_trend, excess, self._trend_step())
+            extend_trend(self.cand_excess, self.cand_trend, excess, self._trend_step())
         self.cand_excess.append(excess)
         self.cand_sum += excess
 
@@ -854,7 +730,7 @@ class MeterDetector:
         dt = self.interval_s
         start = self._interpolated_start(level)
         own = level
-        hint = self.ev_level_hint
+        hint = self.house.charging_w
         if hint is not None and level > (1 + self.config.hint_tolerance) * hint:
             own = hint  # another load ran on top through the confirmation
         counted = self.cand_excess if self.phase is Phase.POSTCHECK else self.cand_excess[:-1]
@@ -872,7 +748,7 @@ class MeterDetector:
             last_ev_w=min(ev_now, own),
             last_high=t,
             stacked=self.cand_stacked,
-            solar=self._solar(t),
+            solar=self.house.solar(t),
             own_w=own if own < level else 0.0,
         )
         for x in self.cand_excess[1:]:
@@ -894,43 +770,13 @@ class MeterDetector:
         """Forget a candidate; remember it as a cycle of some appliance if it lasted a while."""
         self.phase = Phase.IDLE
         if t - self.cand_start >= 180.0 and self.cand_sorted:
-            self.recent_cycles.append([t, self._candidate_level(), t - self.cand_start])
-        horizon = t - self.config.cycle_lookback_s
-        self.recent_cycles = [c for c in self.recent_cycles if c[0] >= horizon]
+            self.house.cycles.append([t, self._candidate_level(), t - self.cand_start])
+        self.house.forget_cycles_before(t - self.config.cycle_lookback_s)
 
     def _drop_candidate(self, t: float, p: float) -> None:
         """Forget the candidate and look at what is on now, as a fresh candidate may begin."""
         self._abandon_candidate(t)
         self._idle(t, p)
-
-    def _at_house_power(self, level: float, tolerance: float | None = None) -> bool:
-        """The house's own charging power is known and ``level`` is it (within
-        ``hint_tolerance``, or ``tolerance``)."""
-        hint = self.ev_level_hint
-        tol = self.config.hint_tolerance if tolerance is None else tolerance
-        return hint is not None and abs(level - hint) <= tol * hint
-
-    def _off_the_houses_ev_size(self, level: float) -> bool:
-        """The house's own charging power is known and ``level`` is not of its size (judged
-        as a cycler's size is, ``cycle_tolerance``)."""
-        return self.ev_level_hint is not None and not self._at_house_power(
-            level, self.config.cycle_tolerance
-        )
-
-    def _on_the_ev_timer(self, level: float) -> bool:
-        """A candidate at the house's charging power that began at the minute its charging
-        timer starts (an off-peak rate's start): the EV, whatever cycles at night."""
-        timer = self.ev_timer_s
-        if timer is None or not self._at_house_power(level):
-            return False
-        return apart_in_the_day(self.cand_start, timer) <= self.config.timer_slack_s
-
-    def _cycles_of_size(self, level: float) -> list[list[float]]:
-        """The remembered cycles ([end, level, length]) of a load of ``level``'s size (at the
-        house's charging power, only a load within ``hint_tolerance`` of it is of its size)."""
-        cfg = self.config
-        tol = cfg.hint_tolerance if self._at_house_power(level) else cfg.cycle_tolerance
-        return [c for c in self.recent_cycles if abs(c[1] - level) <= tol * level]
 
     def _outlasted_its_cyclers(self, t: float, level: float) -> bool:
         """At the house's charging power (once known), the candidate has run
@@ -939,16 +785,16 @@ class MeterDetector:
         minutes, a charge that stops without a taper an hour. Not a run that may be the AC
         running through the heat (see ``_ran_through_the_heat``)."""
         if (
-            not self._at_house_power(level)
+            not self.house.at_charging_power(level)
             or self._ran_through_the_heat(level)
-            or self._solar(self.cand_start)  # the sun fading under a load draws it out too
+            or self.house.solar(self.cand_start)  # the sun fading under a load draws it out too
         ):
             return False
         cfg = self.config
         # (began, lasted) of each cycle of its size; one remembered without its length is long.
         runs = [
             (c[0] - c[2], c[2]) if len(c) > 2 else (c[0], math.inf)
-            for c in self._cycles_of_size(level)
+            for c in self.house.cycles_of_size(level)
         ]
         near = [
             lasted
@@ -958,11 +804,6 @@ class MeterDetector:
         longest = max(near or [lasted for _, lasted in runs] or [math.inf])
         return t - self.cand_start >= cfg.outlast_factor * longest
 
-    def _cycling_nearby(self, t: float, level: float) -> bool:
-        horizon = t - self.config.cycle_lookback_s
-        similar = [c for c in self._cycles_of_size(level) if c[0] >= horizon]
-        return len(similar) >= self.config.cycle_min_count
-
     def _ran_through_the_heat(self, level: float) -> bool:
         """A cycler of this size switched off shortly before the candidate began, or it began
         at the hours the AC ran through the heat on other days, and no load of its size cycled
@@ -971,30 +812,9 @@ class MeterDetector:
         if self.cand_stacked:
             return False
         since = self.cand_start - self.config.run_through_s
-        return self._in_the_heat_hours(self.cand_start) or any(
-            since < c[0] <= self.cand_start for c in self._cycles_of_size(level)
+        return self.house.in_the_heat_hours(self.cand_start) or any(
+            since < c[0] <= self.cand_start for c in self.house.cycles_of_size(level)
         )
-
-    def _ran_through_at(self, start: float, stop: float) -> None:
-        """A run held back as the AC's (begun just after its cycle, or in its heat hours) went
-        on for ``heat_run_s`` and more, and the same load came back after it: the AC ran through
-        the heat over these hours of the day."""
-        for hour in range(int(start // 3600), int(stop // 3600) + 1):
-            ends = self.heat_hours[hour % 24]
-            ends.append(stop)
-            del ends[: -self.config.heat_memory]
-
-    def _in_the_heat_hours(self, t: float) -> bool:
-        """On ``heat_min_days`` days lately (or, offline, anywhere in the file), the AC ran
-        through the heat within ``heat_margin_h`` of this hour of the day: the first run of a
-        hot afternoon has no cycle just before it to give it away, but it comes at those hours."""
-        cfg = self.config
-        for hour in _hours_about(t, cfg.heat_margin_h):
-            ends = self.heat_hours[hour]
-            days = {int(end // 86_400) for end in ends if t - end <= cfg.cycle_lookback_s}
-            if len(days) >= cfg.heat_min_days:
-                return True
-        return False
 
     def _same_size_on_top(
         self, t: float, p: float, base: float, edge: tuple[float, float] | None
@@ -1062,7 +882,7 @@ class MeterDetector:
         began, _, under = self.cand_rise
         samples = self.rise_samples
         if began - self.cand_start >= 180.0:
-            self.recent_cycles.append([t, under, began - self.cand_start])
+            self.house.cycles.append([t, under, began - self.cand_start])
         self._begin_candidate(began, self.cand_base, now)
         self.cand_excess, self.cand_sum, self.cand_trend = [], 0.0, []
         for excess, meter, house in samples:
@@ -1166,8 +986,8 @@ class MeterDetector:
                 s.low_since = s.final_stop  # the final fall, whole, is the EV's after all
             s.final_stop = None
         band_low, band_high = cfg.resume_fraction * s.level_w, (2 - cfg.resume_fraction) * s.level_w
-        hint = self.ev_level_hint
-        if hint is not None and self._at_house_power(s.level_w):
+        hint = self.house.charging_w
+        if hint is not None and self.house.at_charging_power(s.level_w):
             # The house's charging power is known: only a load of that size resumes.
             band_low, band_high = (
                 (1 - cfg.hint_resume_band) * hint,
@@ -1183,13 +1003,13 @@ class MeterDetector:
             back_for = t - s.resume_since
             if back_for < min(cfg.resume_confirm_s, cfg.pause_max_s):
                 return out
-            cycling = self._cycling_nearby(t, s.level_w)
+            cycling = self.house.cycling_nearby(t, s.level_w)
             if cycling and s.proven and back_for < min(cfg.proven_resume_s, cfg.pause_max_s):
                 # Proven against the cycler of its size: it resumes once the load back has
                 # outlasted that cycler's runs.
                 return out
             # Off and on again at the same level is also how a cycling appliance looks.
-            self.recent_cycles.append([t, s.level_w, s.low_since - s.start])
+            self.house.cycles.append([t, s.level_w, s.low_since - s.start])
             if (cycling and not s.proven) or s.resumes >= cfg.max_resumes:
                 return self._restart_candidate(t, p, s)
             s.resumes += 1
@@ -1237,7 +1057,7 @@ class MeterDetector:
         if s.unlimited_level_w is not None or s.solar:
             return None  # a limit lowers the draw on purpose; the sun drifts net power
         level = s.own_w or s.level_w
-        _extend_trend(s.recent, s.trend, excess, cfg.taper_step * level)
+        extend_trend(s.recent, s.trend, excess, cfg.taper_step * level)
         s.recent.append(excess)
         dt = max(self.interval_s, 1.0)
         keep = self._taper_memory()
@@ -1248,7 +1068,7 @@ class MeterDetector:
             return None  # judged once a minute
         if t - s.start < cfg.tapered_confirm_s:
             return None
-        return _wound_down(s.trend, level, dt, cfg)
+        return wound_down(s.trend, level, dt, cfg)
 
     def _end_tapered(self, t: float, s: _Session, top: int, bottom: int) -> Transition:
         """End the session where its charge tapered off; what ran on is another load's, and
@@ -1257,7 +1077,7 @@ class MeterDetector:
         level = s.own_w or s.level_w
         counted = 0.0
         for k in range(top, len(s.recent) - 1):  # the last reading's energy is not in yet
-            own = _tapering_power(s.trend, level, top, k) if k <= bottom else 0.0
+            own = tapering_power(s.trend, level, top, k) if k <= bottom else 0.0
             counted += min(s.recent[k], level) - min(s.recent[k], own)
         s.ev_wh = max(0.0, s.ev_wh - counted * dt / 3600.0)
         stop = round(t - (len(s.recent) - 1 - bottom) * dt)
@@ -1300,30 +1120,13 @@ class MeterDetector:
         assert s is not None
         tr = self._transition(TransactionState.ENDED, t, max(stop, s.start))
         if self.learns_house_power:
-            self._learn_house_power(tr.ev_peak_power_w)
+            self.house.learn_charging_power(tr.ev_peak_power_w)
         self.session = None
         self.phase = Phase.IDLE
         self.floor.clear()
         self.history_start = t
         self.floor.push(t, self.last_p)
         return tr
-
-    def _learn_house_power(self, power_w: float) -> None:
-        """A house's charges share one power (one car, one charger): once enough of its
-        sessions are in, the power most of them share is the house's own charging power."""
-        cfg = self.config
-        self.session_powers = [*self.session_powers, power_w][-cfg.house_power_memory :]
-        self._judge_house_power()
-
-    def _judge_house_power(self) -> None:
-        cfg, powers = self.config, self.session_powers
-        if len(powers) < cfg.household_min_sessions:
-            return
-        house = charging_power(powers, cfg.large_load_w)
-        # Unlike a whole file's, a running agent's sessions are not yet weeded of other loads':
-        # only a power most of them share is taken (a false one scattered is a wrong cap).
-        shared = sum(abs(p - house) <= 0.05 * house for p in powers)
-        self.ev_level_hint = house if shared >= cfg.house_power_share * len(powers) else None
 
     def _gap(self, t: float, p: float, energy_wh: float | None, dt: float) -> list[Transition]:
         out: list[Transition] = []
@@ -1395,8 +1198,6 @@ class MeterDetector:
             "plateau": list(self.plateau.items),
             "lately": list(self.lately.items),
             "held": list(self.held.items),
-            "export_hours": self.export_hours,
-            "heat_hours": self.heat_hours,
             "cand_start": self.cand_start,
             "cand_first_excess": self.cand_first_excess,
             "cand_base": self.cand_base,
@@ -1409,11 +1210,10 @@ class MeterDetector:
             "on_top": self.on_top,
             "cand_rise": self.cand_rise,
             "rise_samples": self.rise_samples,
-            "recent_cycles": self.recent_cycles,
-            "session_powers": self.session_powers,
             "post_stop": self.post_stop,
             "post_level": self.post_level,
             "session": None if self.session is None else vars(self.session).copy(),
+            **self.house.snapshot(),
         }
 
     @classmethod
@@ -1424,7 +1224,7 @@ class MeterDetector:
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
             "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
-            "cand_rise", "rise_samples", "export_hours", "heat_hours",
+            "cand_rise", "rise_samples",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))
@@ -1434,15 +1234,10 @@ class MeterDetector:
             det.cand_trend = list(state["cand_trend"])
         else:  # a snapshot from before the trend was kept: rebuilt at today's level
             for i in range(1, len(det.cand_excess)):
-                _extend_trend(
+                extend_trend(
                     det.cand_excess[:i], det.cand_trend, det.cand_excess[i], det._trend_step()
                 )
-        det.recent_cycles = [list(c) for c in state["recent_cycles"]]
-        det.session_powers = list(state.get("session_powers", []))
-        det._judge_house_power()
-        if "export_hours" not in state and state.get("exported_at") is not None:
-            # A snapshot from before the hours were kept: its last export, in its hour.
-            det.export_hours[int(state["exported_at"] // 3600) % 24] = state["exported_at"]
+        det.house.restore(state)
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
         det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])
         det.lately = _RollingMin(det.config.step_window_s, state.get("lately"))

@@ -25,14 +25,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from edge_agent.detector import (
-    DETECTOR_VERSION,
-    DetectorConfig,
-    MeterDetector,
-    Transition,
-    apart_in_the_day,
-    charging_power,
-)
+from edge_agent.detector import DETECTOR_VERSION, DetectorConfig, MeterDetector, Transition
+from edge_agent.house import apart_in_the_day, charging_power
 from schemas.pleevi import Measurement, TransactionState
 from schemas.timefmt import format_utc
 
@@ -135,8 +129,8 @@ def detect(
     seen in the file's first ``cycle_lookback_s`` (a first pass over those readings), then
     runs over the whole file; its sessions are then judged together (see
     ``_of_the_households_ev``). With enough of them the house's own charging power is known,
-    and a second run uses it (``MeterDetector.ev_level_hint``), and the hours of the day at
-    which the first run saw the AC run through the heat (``MeterDetector.heat_hours``).
+    and a second run uses it (``House.charging_w``), and the hours of the day at
+    which the first run saw the AC run through the heat (``House.heat_hours``).
     """
     config = config or DetectorConfig()
     by_meter: dict[str, _MeterReadings] = {}
@@ -213,19 +207,19 @@ def _sessions(
     heat_hours: list[list[float]] | None = None,
 ) -> tuple[list[Transition], list[list[float]]]:
     """The ``Ended`` transitions of one meter's readings, from a primed detector, and the
-    AC's heat hours it knew at the end (``MeterDetector.heat_hours``)."""
+    AC's heat hours it knew at the end (``House.heat_hours``)."""
     det = MeterDetector(meter.asset_id, config, learns_house_power=False)
-    det.recent_cycles = [list(c) for c in cycles]
-    det.ev_level_hint, det.ev_timer_s = ev_power_w, timer_s
+    det.house.cycles = [list(c) for c in cycles]
+    det.house.charging_w, det.house.timer_s = ev_power_w, timer_s
     if heat_hours is not None:
-        det.heat_hours = [list(ends) for ends in heat_hours]
+        det.house.heat_hours = [list(ends) for ends in heat_hours]
     ended = [
         tr
         for t, power, energy in meter.in_time_order()
         for tr in det.update(t, power, energy)
         if tr.state is TransactionState.ENDED
     ]
-    return ended + det.finish(), det.heat_hours
+    return ended + det.finish(), det.house.heat_hours
 
 
 def _of_the_households_ev(
@@ -290,7 +284,7 @@ def _cycles_early_in(meter: _MeterReadings, config: DetectorConfig) -> list[list
         if t - first > config.cycle_lookback_s:
             break
         primer.update(t, power, energy)
-    return [[first, *cycle[1:]] for cycle in primer.recent_cycles] if first is not None else []
+    return [[first, *cycle[1:]] for cycle in primer.house.cycles] if first is not None else []
 
 
 def dumps(record: dict[str, Any]) -> bytes:

@@ -681,7 +681,7 @@ def test_at_15_min_an_ac_duty_cycling_all_afternoon_is_not_a_charge():
 def hinted(config: DetectorConfig) -> MeterDetector:
     """A detector that knows the house charges at 3.6 kW (as the offline mode's second run)."""
     det = MeterDetector("m1", config)
-    det.ev_level_hint = 3600.0
+    det.house.charging_w = 3600.0
     return det
 
 
@@ -748,15 +748,15 @@ def test_a_running_agent_learns_the_houses_charging_power_and_keeps_it_over_a_re
     for day, watts in enumerate([7200.0, 7150.0, 7300.0, 7250.0]):
         for t, p, e in trace(60, 6, window(1, 3, watts)):
             det.update(t + day * 86_400, p, e)
-    assert det.ev_level_hint == pytest.approx(7225, rel=0.01)
-    assert MeterDetector.restore(det.snapshot()).ev_level_hint == det.ev_level_hint
+    assert det.house.charging_w == pytest.approx(7225, rel=0.01)
+    assert MeterDetector.restore(det.snapshot()).house.charging_w == det.house.charging_w
 
     scattered = MeterDetector("m1", DetectorConfig())
     for day, watts in enumerate([7200.0, 3500.0, 5000.0, 11000.0]):
         for t, p, e in trace(60, 6, window(1, 3, watts)):
             scattered.update(t + day * 86_400, p, e)
-    assert len(scattered.session_powers) == 4
-    assert scattered.ev_level_hint is None
+    assert len(scattered.house.session_powers) == 4
+    assert scattered.house.charging_w is None
 
 
 @pytest.mark.parametrize("house_w", [7500.0, None, 3600.0])
@@ -769,7 +769,7 @@ def test_the_houses_large_charger_rising_on_top_of_the_ac_is_found(house_w):
     ac = lambda t: window(2, 2 + 40 / 60, 3500.0)(t) - window(2.25, 2.25 + 2 / 60, 3500.0)(t)  # noqa: E731
     ev = window(2 + 2 / 60, 2 + 38 / 60, 7500.0)
     det = MeterDetector("m1", DetectorConfig())
-    det.ev_level_hint = house_w
+    det.house.charging_w = house_w
     _, out = run(trace(60, 5, lambda t: ac(t) + ev(t)), detector=det)
     if house_w != 7500.0:
         assert sessions(out) == []
@@ -789,7 +789,7 @@ def test_a_load_rising_on_top_of_the_houses_large_charger_does_not_hide_it():
     ev = window(2 + 2 / 60, 2 + 38 / 60, 7500.0)
     heater = window(2 + 7 / 60, 2 + 27 / 60, 4500.0)
     det = MeterDetector("m1", DetectorConfig())
-    det.ev_level_hint = 7500.0
+    det.house.charging_w = 7500.0
     _, out = run(trace(60, 5, lambda t: ac(t) + ev(t) + heater(t)), detector=det)
     assert sessions(out) == [S.STARTED, S.ENDED]
     assert out[0].start_time == pytest.approx(T0 + 2 * 3600 + 120, abs=60)
@@ -805,7 +805,7 @@ def test_a_held_back_run_not_at_the_houses_charging_power_is_not_kept(house_w, k
     first, second = window(1, 1 + 20 / 60, 4500.0), window(3, 3 + 20 / 60, 4500.0)
     run_75 = window(6, 6 + 75 / 60, 4500.0)
     det = MeterDetector("m1", DetectorConfig())
-    det.ev_level_hint = house_w
+    det.house.charging_w = house_w
     _, out = run(trace(60, 10, lambda t: first(t) + second(t) + run_75(t)), detector=det)
     assert sessions(out) == ([S.STARTED, S.ENDED] if kept else [])
 
@@ -820,7 +820,7 @@ def test_outlasting_a_cycler_does_not_make_a_load_off_the_houses_size_a_charge(h
     through = window(6, 9, 4600.0)
     later = _ac_cycles(9 * 60 + 5, 14 * 60, 12, 18, 4600.0)
     det = MeterDetector("m1", DetectorConfig())
-    det.ev_level_hint = house_w
+    det.house.charging_w = house_w
     _, out = run(trace(60, 14, lambda t: ac(t) + through(t) + later(t)), detector=det)
     assert (S.STARTED in states(out)) is kept
 
@@ -832,7 +832,7 @@ def test_a_large_step_off_the_houses_charging_power_is_not_confirmed_early(house
     appliances that came on together (a water heater and the AC), and 30 min is too short for
     a session without it. Control: a house that charges at 8 kW."""
     det = MeterDetector("m1", DetectorConfig())
-    det.ev_level_hint = house_w
+    det.house.charging_w = house_w
     _, out = run(trace(60, 4, window(1, 1.5, 8000.0)), detector=det)
     assert (sessions(out) == [S.STARTED, S.ENDED]) is found
     assert (S.STARTED in states(out)) is found
@@ -887,7 +887,7 @@ def test_a_hot_afternoons_first_run_is_known_by_the_hours_the_ac_ran_through_the
     readings = trace(60, 3 * 24, lambda t: sum(load(t) for load in loads))
     det, out = run(readings)
     assert S.STARTED not in states(out)
-    assert sum(bool(ends) for ends in det.heat_hours) == 4  # hours 6-9 after T0 (UTC 15-18)
+    assert sum(bool(ends) for ends in det.house.heat_hours) == 4  # hours 6-9 after T0 (UTC 15-18)
     _, control = run(readings, DetectorConfig(heat_min_days=99))
     assert sessions(control) == [S.STARTED, S.ENDED]
     assert control[0].start_time == pytest.approx(T0 + (48 + 6) * 3600, abs=60)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.detector import DetectorConfig, MeterDetector, charging_power
+from edge_agent.detector import DetectorConfig, MeterDetector
+from edge_agent.house import charging_power
 from edge_agent.offline import detect
 from schemas.pleevi import Measurement
 from schemas.pleevi import TransactionState as S
@@ -226,7 +227,7 @@ def test_knowing_the_houses_charging_power_tells_a_smaller_ac_from_the_ev():
     # A running agent learns the house's charging power from its own four sessions too.
     live = MeterDetector("m")
     assert sum(tr.state is S.STARTED for _, t, p, e in rows for tr in live.update(t, p, e)) == 5
-    assert live.ev_level_hint == pytest.approx(3600, rel=0.02)
+    assert live.house.charging_w == pytest.approx(3600, rel=0.02)
     fifth = found[-1]
     assert fifth.start_time == pytest.approx(START.timestamp() + 4 * 86_400 + 840 * 60, abs=120)
     assert fifth.ev_energy_wh == pytest.approx(3600 * 100 / 60, rel=0.1)

@@ -1,0 +1,177 @@
+"""What a meter's detector has learnt of the house behind it.
+
+The loads it saw cycle (an AC's runs, a water heater's recoveries), the hours its AC runs
+through the heat, the hours it exports (rooftop solar), and its EV's own charging power and
+charging timer. Pure: no I/O, no clock; the detector feeds it and asks it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_agent.detector import DetectorConfig
+
+
+def charging_power(powers: list[float], large_w: float = math.inf, few: int = 3) -> float:
+    """The power most of a house's sessions share (within 5%): sessions with another load on
+    top through their confirmation, or found where the EV was not, scatter; a median would
+    follow them when they are many. ``few`` sessions or more sharing a power above ``large_w``
+    (more than any one appliance draws), at least half as many as share the most common
+    power, are the EV's: an AC's long runs taken for charges on hot afternoons can outnumber
+    a large EV's sessions. (Charges confirmed with the AC on top share a large power too, but
+    they are a few of the house's sessions.)"""
+    peaks = sorted(powers)
+    groups = [[q for q in peaks if abs(q - p) <= 0.05 * p] for p in peaks]
+    most: list[float] = max(groups, key=len)
+    large = [
+        group
+        for group in groups
+        if len(group) >= few and 2 * len(group) >= len(most) and statistics.median(group) >= large_w
+    ]
+    shared: list[float] = max(large, key=len) if large else most
+    return statistics.median(shared)
+
+
+def apart_in_the_day(a: float, b: float) -> float:
+    """Seconds between two times of day (or instants' times of day), across midnight."""
+    off = abs(a - b) % 86_400.0
+    return min(off, 86_400.0 - off)
+
+
+def hours_about(t: float, margin: int) -> list[int]:
+    """The hours of the day (UTC, 0-23) within ``margin`` hours of ``t``'s."""
+    hour = int(t // 3600)
+    return [(hour + k) % 24 for k in range(-margin, margin + 1)]
+
+
+@dataclass
+class House:
+    config: DetectorConfig
+    # The house's own charging power, when known: the offline mode learns it from a first run
+    # over the whole file, a running agent from its own last sessions (``session_powers``).
+    charging_w: float | None = None
+    session_powers: list[float] = field(default_factory=list)
+    timer_s: float | None = None  # the time of day (s, UTC) its charging timer starts
+    # Loads seen cycling lately: [end, level, length] (older snapshots: [end, level]).
+    cycles: list[list[float]] = field(default_factory=list)
+    # The last export (rooftop solar behind the meter) seen in each hour of the day (UTC).
+    export_hours: list[float | None] = field(default_factory=lambda: [None] * 24)
+    # For each hour of the day (UTC), when the AC's latest runs through the heat that covered
+    # it ended (see ``MeterDetector._ran_through_the_heat``).
+    heat_hours: list[list[float]] = field(default_factory=lambda: [[] for _ in range(24)])
+
+    # ------------------------------------------------------------------ its EV's charging power
+    def at_charging_power(self, level: float, tolerance: float | None = None) -> bool:
+        """The house's own charging power is known and ``level`` is it (within
+        ``hint_tolerance``, or ``tolerance``)."""
+        power = self.charging_w
+        tol = self.config.hint_tolerance if tolerance is None else tolerance
+        return power is not None and abs(level - power) <= tol * power
+
+    def off_its_charging_size(self, level: float) -> bool:
+        """The house's own charging power is known and ``level`` is not of its size (judged
+        as a cycler's size is, ``cycle_tolerance``)."""
+        return self.charging_w is not None and not self.at_charging_power(
+            level, self.config.cycle_tolerance
+        )
+
+    def on_its_timer(self, start: float, level: float) -> bool:
+        """A load at the house's charging power that began at ``start``, the minute its
+        charging timer starts (an off-peak rate's start): the EV, whatever cycles at night."""
+        timer = self.timer_s
+        if timer is None or not self.at_charging_power(level):
+            return False
+        return apart_in_the_day(start, timer) <= self.config.timer_slack_s
+
+    def learn_charging_power(self, power_w: float) -> None:
+        """A house's charges share one power (one car, one charger): once enough of its
+        sessions are in, the power most of them share is the house's own charging power."""
+        cfg = self.config
+        self.session_powers = [*self.session_powers, power_w][-cfg.house_power_memory :]
+        self.judge_charging_power()
+
+    def judge_charging_power(self) -> None:
+        cfg, powers = self.config, self.session_powers
+        if len(powers) < cfg.household_min_sessions:
+            return
+        house = charging_power(powers, cfg.large_load_w)
+        # Unlike a whole file's, a running agent's sessions are not yet weeded of other loads':
+        # only a power most of them share is taken (a false one scattered is a wrong cap).
+        shared = sum(abs(p - house) <= 0.05 * house for p in powers)
+        self.charging_w = house if shared >= cfg.house_power_share * len(powers) else None
+
+    # ------------------------------------------------------------------ its cycling loads
+    def cycles_of_size(self, level: float) -> list[list[float]]:
+        """The remembered cycles ([end, level, length]) of a load of ``level``'s size (at the
+        house's charging power, only a load within ``hint_tolerance`` of it is of its size)."""
+        cfg = self.config
+        tol = cfg.hint_tolerance if self.at_charging_power(level) else cfg.cycle_tolerance
+        return [c for c in self.cycles if abs(c[1] - level) <= tol * level]
+
+    def cycling_nearby(self, t: float, level: float) -> bool:
+        horizon = t - self.config.cycle_lookback_s
+        similar = [c for c in self.cycles_of_size(level) if c[0] >= horizon]
+        return len(similar) >= self.config.cycle_min_count
+
+    def forget_cycles_before(self, t: float) -> None:
+        self.cycles = [c for c in self.cycles if c[0] >= t]
+
+    # ------------------------------------------------------------------ its AC in the heat
+    def ran_through_at(self, start: float, stop: float) -> None:
+        """A run held back as the AC's (begun just after its cycle, or in its heat hours) went
+        on for ``heat_run_s`` and more, and the same load came back after it: the AC ran through
+        the heat over these hours of the day."""
+        for hour in range(int(start // 3600), int(stop // 3600) + 1):
+            ends = self.heat_hours[hour % 24]
+            ends.append(stop)
+            del ends[: -self.config.heat_memory]
+
+    def in_the_heat_hours(self, t: float) -> bool:
+        """On ``heat_min_days`` days lately (or, offline, anywhere in the file), the AC ran
+        through the heat within ``heat_margin_h`` of this hour of the day: the first run of a
+        hot afternoon has no cycle just before it to give it away, but it comes at those hours."""
+        cfg = self.config
+        for hour in hours_about(t, cfg.heat_margin_h):
+            ends = self.heat_hours[hour]
+            days = {int(end // 86_400) for end in ends if t - end <= cfg.cycle_lookback_s}
+            if len(days) >= cfg.heat_min_days:
+                return True
+        return False
+
+    # ------------------------------------------------------------------ its solar panels
+    def saw_export(self, t: float) -> None:
+        self.export_hours[int(t // 3600) % 24] = t
+
+    def solar(self, t: float) -> bool:
+        """The house exported lately at about this time of day (``solar_hours`` either side): its
+        panels may be generating now. At night its net load is its own, as in a house without."""
+        cfg = self.config
+        return any(
+            (seen := self.export_hours[hour]) is not None and t - seen <= cfg.solar_memory_s
+            for hour in hours_about(t, cfg.solar_hours)
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def snapshot(self) -> dict[str, Any]:
+        """Its part of the detector's snapshot (the keys older snapshots used)."""
+        return {
+            "export_hours": self.export_hours,
+            "heat_hours": self.heat_hours,
+            "recent_cycles": self.cycles,
+            "session_powers": self.session_powers,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restores its part of a detector's snapshot; a snapshot written before a field existed
+        keeps that field's fresh default."""
+        self.heat_hours = state.get("heat_hours", self.heat_hours)
+        self.export_hours = state.get("export_hours", self.export_hours)
+        if "export_hours" not in state and state.get("exported_at") is not None:
+            self.saw_export(state["exported_at"])  # from before the hours were kept
+        self.cycles = [list(c) for c in state["recent_cycles"]]
+        self.session_powers = list(state.get("session_powers", []))
+        self.judge_charging_power()
