@@ -54,7 +54,7 @@ def detected_intervals(trace: Trace, config: DetectorConfig, live: bool = False)
         for t, p, e in zip(trace.times, trace.power_w, trace.energy_wh, strict=True)
     ]
     if live:
-        det = MeterDetector(trace.asset_id, config)
+        det = MeterDetector(trace.asset_id, config, warms_up=True)  # as the agent meets a meter
         ended = [tr for _, t, p, e in readings for tr in det.update(t, p, e)]
         found = [tr for tr in ended + det.finish() if tr.state is TransactionState.ENDED]
     else:

@@ -126,7 +126,7 @@ class EdgeAgent:
         asset, t, power, energy = reading
         det = self.detectors.get(asset)
         if det is None:
-            det = self.detectors[asset] = MeterDetector(asset, self._config)
+            det = self.detectors[asset] = MeterDetector(asset, self._config, warms_up=True)
         if det.last_t is not None and t <= det.last_t:
             self._metrics.readings.labels("dropped").inc()
             return False  # already seen (replay after restart) or out of order

@@ -86,7 +86,7 @@ from edge_agent.house import House, apart_in_the_day
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.10"
+DETECTOR_VERSION = "floor-step/1.11"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -148,6 +148,9 @@ class DetectorConfig:
     # sessions: offline from a whole file's (``offline._of_the_households_ev``), live from the
     # agent's last ones; the hint_* settings apply once it is known.
     household_min_sessions: int = 4
+    # A running agent new to a meter has not seen its house's appliances cycle yet: for this
+    # long it holds every candidate as it would a cycler's (``MeterDetector.warms_up``).
+    warmup_s: float = 24 * 3600.0
     house_power_memory: int = 20  # the live agent's last sessions it learns the power from
     house_power_share: float = 0.5  # ... once this share of them are at one power
     # Offline mode only (a whole file's sessions at once).
@@ -278,6 +281,9 @@ class MeterDetector:
     # A running agent learns the house's charging power from its own sessions' powers (the
     # offline mode from the whole file).
     learns_house_power: bool = True
+    # A running agent meeting a meter for the first time (not the offline mode, which knows a
+    # whole file's cycles): it warms up over ``warmup_s`` from its first reading.
+    warms_up: bool = False
     # Candidate (PENDING) state
     cand_start: float = 0.0
     cand_first_excess: float = 0.0
@@ -406,6 +412,8 @@ class MeterDetector:
         self.floor.clear()
         self.floor.push(t, power_w)
         self.history_start = t
+        if self.warms_up and self.house.met_at is None:
+            self.house.met_at = t
         self.last_t, self.last_p, self.last_e = t, power_w, energy_wh
         self.prev_p = power_w
         self.phase = Phase.IDLE
@@ -530,7 +538,8 @@ class MeterDetector:
             # it remembered as a cycler: it did not cycle.
             self.phase = Phase.IDLE
             return []
-        cycling = self.house.cycling_nearby(t, level)
+        # New to the house, it may be an appliance whose cycles it has not seen yet.
+        cycling = self.house.cycling_nearby(t, level) or self.house.new_to_it(t)
         if (
             cycling
             and not self.house.on_its_timer(self.cand_start, level)

@@ -60,6 +60,8 @@ class House:
     cycles: list[list[float]] = field(default_factory=list)
     # The last export (rooftop solar behind the meter) seen in each hour of the day (UTC).
     export_hours: list[float | None] = field(default_factory=lambda: [None] * 24)
+    # When a running agent new to the meter began to follow it (``DetectorConfig.warmup_s``).
+    met_at: float | None = None
     # For each hour of the day (UTC), when the AC's latest runs through the heat that covered
     # it ended (see ``MeterDetector._ran_through_the_heat``).
     heat_hours: list[list[float]] = field(default_factory=lambda: [[] for _ in range(24)])
@@ -105,6 +107,11 @@ class House:
         self.charging_w = house if shared >= cfg.house_power_share * len(powers) else None
 
     # ------------------------------------------------------------------ its cycling loads
+    def new_to_it(self, t: float) -> bool:
+        """A running agent began to follow the meter under ``warmup_s`` ago: it has not yet
+        seen the house's appliances cycle (an AC's hour-long runs on its first afternoon)."""
+        return self.met_at is not None and t - self.met_at < self.config.warmup_s
+
     def cycles_of_size(self, level: float) -> list[list[float]]:
         """The remembered cycles ([end, level, length]) of a load of ``level``'s size (at the
         house's charging power, only a load within ``hint_tolerance`` of it is of its size)."""
@@ -163,6 +170,7 @@ class House:
             "heat_hours": self.heat_hours,
             "recent_cycles": self.cycles,
             "session_powers": self.session_powers,
+            "met_at": self.met_at,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -174,4 +182,5 @@ class House:
             self.saw_export(state["exported_at"])  # from before the hours were kept
         self.cycles = [list(c) for c in state["recent_cycles"]]
         self.session_powers = list(state.get("session_powers", []))
+        self.met_at = state.get("met_at")
         self.judge_charging_power()

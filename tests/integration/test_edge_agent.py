@@ -81,7 +81,7 @@ def expected_transactions(readings) -> set[tuple[str, int, str]]:
     detectors: dict[str, MeterDetector] = {}
     out = set()
     for asset, t, p, e in readings:
-        det = detectors.setdefault(asset, MeterDetector(asset))
+        det = detectors.setdefault(asset, MeterDetector(asset, warms_up=True))  # as the agent
         for tr in det.update(t, p, e):
             out.add((tr.transaction_id, tr.sequence_number, tr.state.value))
     return out

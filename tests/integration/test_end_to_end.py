@@ -22,7 +22,7 @@ import httpx
 import psycopg
 import pytest
 
-from edge_agent.detector import DetectorConfig, MeterDetector, Transition
+from edge_agent.detector import MeterDetector, Transition
 from edge_agent.service import SHARED_DATA
 from edge_agent.simulator import load_real_data
 from edge_agent.sources import build_fleet, simulated_fleet
@@ -71,7 +71,7 @@ def expected_sessions(start: datetime) -> dict[str, Expected]:
         detectors: dict[str, MeterDetector] = {}
         started: dict[str, Transition] = {}
         for asset, t, power, energy in simulated_fleet(fleet):
-            detector = detectors.setdefault(asset, MeterDetector(asset, DetectorConfig()))
+            detector = detectors.setdefault(asset, MeterDetector(asset, warms_up=True))
             for tr in detector.update(t, power, energy):
                 if tr.state is TransactionState.STARTED:
                     started[tr.transaction_id] = tr

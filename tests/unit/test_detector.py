@@ -759,6 +759,30 @@ def test_a_running_agent_learns_the_houses_charging_power_and_keeps_it_over_a_re
     assert scattered.house.charging_w is None
 
 
+@pytest.mark.parametrize("warms_up", [True, False])
+def test_a_running_agent_new_to_a_meter_holds_its_first_days_loads_as_cyclers(warms_up):
+    """An agent meeting a meter has not seen its AC cycle: on its first afternoon the AC runs
+    1.5 h, stops for 20 min and runs again, and a charge runs 3 h that night. Warming up, the
+    AC's run is held as a cycler's and dropped when it comes back; the charge is still found,
+    from its own start, and a charge of another size on the next day is confirmed as soon as
+    ever. Without warming up (the control) the AC's run is taken for a charge."""
+    ac = lambda t: window(1, 2.5, 3500)(t) + window(2.83, 3.5, 3500)(t)  # noqa: E731
+    day = trace(60, 24, lambda t: ac(t) + window(9, 12, 3600)(t))
+    det, first = run(day, detector=MeterDetector("m1", warms_up=warms_up))
+    starts = [tr.start_time for tr in first if tr.state is S.STARTED]
+    found_ac = any(abs(start - (T0 + 3600)) <= 120 for start in starts)
+    assert found_ac is not warms_up
+    assert any(abs(start - (T0 + 9 * 3600)) <= 120 for start in starts)
+    restored = MeterDetector.restore(det.snapshot())
+    assert restored.house.met_at == det.house.met_at
+    _, second = run(
+        [(t + 86_400, p, e) for t, p, e in trace(60, 6, window(1, 3, 2200))], detector=restored
+    )
+    started = [tr for tr in second if tr.state is S.STARTED]
+    assert len(started) == 1
+    assert started[0].timestamp - started[0].start_time < 50 * 60  # confirmed at 45 min
+
+
 @pytest.mark.parametrize("house_w", [7500.0, None, 3600.0])
 def test_the_houses_large_charger_rising_on_top_of_the_ac_is_found(house_w):
     """The AC comes on, a 7.5 kW charge rises on top of it 2 min later, the AC stops for 2 min
