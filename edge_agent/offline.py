@@ -23,6 +23,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import orjson
 
 from edge_agent.detector import DETECTOR_VERSION, DetectorConfig, MeterDetector, Transition
@@ -244,21 +245,32 @@ def _off_the_daily_schedule(
     ``schedule_tolerance``). An EV on a charging timer starts at one time too, but charges for
     as long as the day's driving needs; a commuter's nightly L2 charge, as regular, is not
     questioned."""
-    small = [tr for tr in ended if tr.ev_peak_power_w < config.schedule_max_w]
+    small = sorted(
+        (tr for tr in ended if tr.ev_peak_power_w < config.schedule_max_w),
+        key=lambda tr: tr.start_time % 86_400.0,
+    )
+    # By time of day, once more round the clock either side (a group may span midnight): each
+    # session's group is a slice found by bisection, judged in numpy (a pool pump over years is
+    # thousands of sessions in groups of thousands).
+    times = np.array([tr.start_time % 86_400.0 for tr in small])
+    around = np.concatenate([times - 86_400.0, times, times + 86_400.0])
+    days_on = np.array([tr.start_time // 86_400 for tr in small])
+    hours = np.array([tr.duration_h for tr in small])
+    slack, n = config.schedule_slack_s, len(small)
+    need = max(config.household_min_sessions, config.schedule_min_share * days)
     scheduled: set[int] = set()
-    for tr in small:
-        group = [
-            other
-            for other in small
-            if apart_in_the_day(other.start_time, tr.start_time) <= config.schedule_slack_s
-        ]
-        on_days = {int(other.start_time // 86_400) for other in group}
-        if len(on_days) < max(config.household_min_sessions, config.schedule_min_share * days):
+    for lo, hi in zip(
+        np.searchsorted(around, times - slack, "left"),
+        np.searchsorted(around, times + slack, "right"),
+        strict=True,
+    ):
+        members = np.unique(np.arange(lo, hi) % n)  # a session once, however wide the slack
+        if len(np.unique(days_on[members])) < need:
             continue
-        median = statistics.median(other.duration_h for other in group)
-        spread = statistics.median(abs(other.duration_h - median) for other in group)
+        median = np.median(hours[members])
+        spread = np.median(np.abs(hours[members] - median))
         if spread <= config.schedule_tolerance * median:
-            scheduled.update(id(other) for other in group)
+            scheduled.update(id(small[k]) for k in members)
     return [tr for tr in ended if id(tr) not in scheduled]
 
 
