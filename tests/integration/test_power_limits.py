@@ -197,7 +197,7 @@ def _household(seed: int, real: RealData) -> Household | None:
     """The household's first Level 2 session the detector starts and follows for >= 90 min."""
     (trace,) = build_fleet(1, days=2, resolution_s=60, seed=seed, real=real, start=START)
     assert trace.ev_power_w is not None
-    detector = MeterDetector(trace.asset_id)
+    detector = MeterDetector(trace.asset_id, warms_up=True)  # as the gateway's agent
     started: dict[str, float] = {}
     for _, t, power, energy in trace.readings():
         for transition in detector.update(t, power, energy):
