@@ -15,9 +15,11 @@ How it separates the EV from the house:
   that rode on top stepping off leave it), for ``confirm_s`` (default 45 min): a water
   heater, oven or AC cycle fails this, an EV passes.
   ``Started`` is then published with the start time of the rising edge, not the confirm time.
-* Loads seen cycling in the last ``cycle_lookback_s`` are remembered. A candidate of such a
-  size must hold ``cyclic_confirm_s``, or run ``cyclic_min_s`` and stay off ``post_check_s``,
-  unless a load of its own size cycled on top of it (``stack_min_count`` times, each for
+* Loads seen cycling in the last ``cycle_lookback_s`` are remembered (``House``). A candidate
+  of such a size must hold ``cyclic_confirm_s``, or run ``cyclic_min_s`` and stay off
+  ``post_check_s`` (so must every candidate of a running agent new to the meter, ``warms_up``,
+  for its first ``warmup_s``: it has not seen the house's appliances cycle yet), unless a
+  load of its own size cycled on top of it (``stack_min_count`` times, each for
   ``stack_min_s``, an AC's cycle): an AC does not cycle on top of itself. If the load a
   candidate began with switches off while a later one remains (an EV plugged in while the AC
   ran), the candidate follows the later one. A held-back
