@@ -66,19 +66,28 @@ def _epoch(text: str, line: int, assume_tz: tzinfo | None) -> float:
 
 
 def read_csv(stream: TextIO, asset_id: str, assume_tz: tzinfo | None = None) -> Iterator[Reading]:
+    """Rows of a ``timestamp,power_w,energy_wh`` file. Columns are found by their names (in
+    any order and case, other columns ignored): a power-only export without ``energy_wh`` is
+    read too, its energy then taken from power x time."""
     reader = csv.reader(stream)
-    header = next(reader, None)
-    if header is None or [h.strip() for h in header[:3]] != ["timestamp", "power_w", "energy_wh"]:
-        raise InputError(1, "header must be timestamp,power_w,energy_wh")
+    header = [h.strip().lower() for h in next(reader, None) or []]
+    if "timestamp" not in header or "power_w" not in header:
+        raise InputError(1, "header must name timestamp,power_w (and energy_wh if there is one)")
+    at, pw = header.index("timestamp"), header.index("power_w")
+    en = header.index("energy_wh") if "energy_wh" in header else None
     for number, row in enumerate(reader, start=2):
-        if not row or not row[0].strip():
+        if len(row) <= at or not row[at].strip():
             continue
-        t = _epoch(row[0], number, assume_tz)
+        t = _epoch(row[at], number, assume_tz)
+        power_text = row[pw].strip() if len(row) > pw else ""
+        energy_text = row[en].strip() if en is not None and len(row) > en else ""
         try:
-            power = float(row[1]) if len(row) > 1 and row[1].strip() else float("nan")
-            energy = float(row[2]) if len(row) > 2 and row[2].strip() else None
+            power = float(power_text) if power_text else float("nan")
+            energy = float(energy_text) if energy_text else None
         except ValueError:
-            raise InputError(number, f"power/energy not numbers: {row[1:3]}") from None
+            raise InputError(
+                number, f"power/energy not numbers: {power_text!r}, {energy_text!r}"
+            ) from None
         yield asset_id, t, power, energy
 
 
@@ -94,7 +103,7 @@ def read_jsonl(stream: TextIO) -> Iterator[Reading]:
 
 
 def read_file(path: Path, assume_tz: tzinfo | None = None) -> Iterator[Reading]:
-    with path.open(encoding="utf-8") as stream:
+    with path.open(encoding="utf-8-sig") as stream:  # a spreadsheet's export starts with a BOM
         first = stream.readline()
         stream.seek(0)
         if first.lstrip().startswith("{"):

@@ -95,6 +95,26 @@ def test_naive_timestamps_are_refused_unless_a_timezone_is_given(tmp_path):
     assert record["ChargeStartTime"] == "2024-07-03T07:00:00Z"
 
 
+def test_csv_columns_are_found_by_name_and_energy_is_optional(tmp_path):
+    """A spreadsheet's power-only export (a BOM, other columns, its own order, no register):
+    the same session, its energy from power x time; a file without power is refused."""
+    rows = minutes(6, charge)
+    lines = ["Power_W,site,TIMESTAMP"] + [f"{p:.1f},north,{t.isoformat()}" for t, p, _ in rows]
+    path = tmp_path / "meter-9.csv"
+    path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    out = cli(path)
+    assert out.returncode == 0, out.stderr
+    [record] = [json.loads(line) for line in out.stdout.splitlines()]
+    assert record["ChargeStartTime"] == "2024-07-03T02:00:00Z"
+    assert record["ChargeEndTime"] == "2024-07-03T04:00:00Z"
+    assert record["ChargeEnergy"] == pytest.approx(7200, rel=0.03)
+    path.write_text("timestamp,energy_wh\n2024-07-03T00:00:00+00:00,1.0\n", encoding="utf-8")
+    refused = cli(path)
+    assert refused.returncode == 2
+    assert "power_w" in refused.stderr
+    assert refused.stdout == ""
+
+
 def test_pleevi_json_lines_for_two_meters(tmp_path):
     lines = [
         Measurement(assetId=meter, timestamp=t, energyValue=e, powerValue=p).model_dump_json(
