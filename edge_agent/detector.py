@@ -22,7 +22,8 @@ How it separates the EV from the house:
   load of its own size cycled on top of it (``stack_min_count`` times, each for
   ``stack_min_s``, an AC's cycle): an AC does not cycle on top of itself. If the load a
   candidate began with switches off while a later one remains (an EV plugged in while the AC
-  ran), the candidate follows the later one. A held-back
+  ran), the candidate follows the later one, though a third load rose over both and left
+  since (an oven's element over the AC and the EV). A held-back
   candidate whose excess then tapers off over minutes is an EV (a filling battery winds its
   charge down; an appliance stops in a step). So is one whose own *trend* (the sum of its small
   changes, other loads' steps left out) wound down by most of its level and went flat, though
@@ -88,7 +89,7 @@ from edge_agent.house import House, apart_in_the_day
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.11"
+DETECTOR_VERSION = "floor-step/1.12"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -302,6 +303,10 @@ class MeterDetector:
     on_top: list[float] | None = None
     cand_rise: list[float] | None = None
     rise_samples: list[list[float]] = field(default_factory=list)
+    # An earlier rise still on when a later one rose over both (the EV plugged in while the
+    # AC ran, then an oven's element over the two): followed if the first layer leaves.
+    earlier_rise: list[float] | None = None
+    earlier_samples: list[list[float]] = field(default_factory=list)
     post_stop: float = 0.0
     post_level: float = 0.0
     session: _Session | None = None
@@ -454,13 +459,18 @@ class MeterDetector:
         self.cand_ramp = None
         self.on_top = None
         self.cand_rise, self.rise_samples = None, []
+        self.earlier_rise, self.earlier_samples = None, []
         self.held.clear()
 
     def _pending(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
         cfg = self.config
         excess = p - self.cand_base
         house = max(self.last_p, 0.0) * dt / 3600.0
-        if self._first_layer_left(t, p, excess):
+        left = self._first_layer_left(t, p, excess, self.cand_rise)
+        if not left and self._first_layer_left(t, p, excess, self.earlier_rise):
+            self.cand_rise, self.rise_samples = self.earlier_rise, self.earlier_samples
+            left = True
+        if left:
             # The first load stepping off at the end of its taper was an EV's, done charging.
             ended = self._end_if_tapered_off(t, flat_s=0.0)
             if ended:
@@ -513,7 +523,15 @@ class MeterDetector:
             and not self._the_house_ev_rose()  # what cycles on top of it since is not followed
         ):
             # A load rose on top of the candidate's (not the candidate's own split edge).
+            if self._still_on(self.cand_rise, self.rise_samples):
+                self.earlier_rise, self.earlier_samples = self.cand_rise, self.rise_samples
             self.cand_rise, self.rise_samples = [t, *edge], []
+        if self.earlier_rise is not None:
+            self.earlier_samples.append([excess, meter, house])
+            # Judged once power settled: mid-fall, the first layer leaving looks the same.
+            settled = abs(self.last_p - p) <= 0.1 * excess
+            if settled and not self._still_on(self.earlier_rise, self.earlier_samples[-1:]):
+                self.earlier_rise, self.earlier_samples = None, []
         if self.cand_rise is not None:
             self.rise_samples.append([excess, meter, house])
             if self._house_ev_rose_on_top(t):
@@ -869,10 +887,20 @@ class MeterDetector:
             return None
         return p - before, before - base
 
-    def _first_layer_left(self, t: float, p: float, excess: float) -> bool:
-        """The load the candidate began with switched off, and what remains is a load that
-        rose later on top of it (an EV plugged in while the AC ran): follow that one instead."""
-        rise = self.cand_rise
+    @staticmethod
+    def _still_on(rise: list[float] | None, samples: list[list[float]]) -> bool:
+        """The load that rose on top of the candidate's has stayed on since."""
+        if rise is None or not samples:
+            return False
+        _, size, under = rise
+        return min(sample[0] for sample in samples) >= under + 0.5 * size
+
+    def _first_layer_left(
+        self, t: float, p: float, excess: float, rise: list[float] | None
+    ) -> bool:
+        """The load the candidate began with switched off, and what remains is ``rise``, a
+        load that rose later on top of it (an EV plugged in while the AC ran): follow that one
+        instead."""
         if rise is None or t - self.cand_start < 180.0:
             return False
         _, size, under = rise
@@ -1221,6 +1249,8 @@ class MeterDetector:
             "on_top": self.on_top,
             "cand_rise": self.cand_rise,
             "rise_samples": self.rise_samples,
+            "earlier_rise": self.earlier_rise,
+            "earlier_samples": self.earlier_samples,
             "post_stop": self.post_stop,
             "post_level": self.post_level,
             "session": None if self.session is None else vars(self.session).copy(),
@@ -1235,7 +1265,7 @@ class MeterDetector:
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
             "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
-            "cand_rise", "rise_samples",
+            "cand_rise", "rise_samples", "earlier_rise", "earlier_samples",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))

@@ -395,6 +395,20 @@ def test_ev_plugged_in_while_the_ac_runs_starts_at_its_own_edge():
     assert out[0].ev_peak_power_w == pytest.approx(7000, rel=0.05)
 
 
+def test_ev_plugged_in_while_the_ac_ran_is_followed_though_an_oven_rose_over_both():
+    """The AC (4 kW) runs, the EV (3.6 kW) is plugged in 10 min later, an oven's element
+    (2.5 kW) heats for 10 min over both, then the AC stops: the session is the EV's, from its
+    own edge, at its own power, not the AC's nor the element's."""
+    ac = window(3, 3 + 40 / 60, 4000.0)
+    ev = window(3 + 10 / 60, 5.5, 3600.0)
+    oven = window(3 + 25 / 60, 3 + 35 / 60, 2500.0)
+    _, out = run(trace(60, 8, lambda t: ac(t) + ev(t) + oven(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 3 * 3600 + 600, abs=60)
+    assert out[-1].stop_time == pytest.approx(T0 + 5.5 * 3600, abs=60)
+    assert out[-1].ev_peak_power_w == pytest.approx(3600, rel=0.05)
+
+
 def test_a_compressor_switching_off_and_on_is_not_one_long_session():
     """Long afternoon AC cycles (50 min on, 10 off) on a first day, before any cycle memory:
     at most one pause is taken as an EV's, so the cycles are not chained into one session
