@@ -91,6 +91,7 @@ class EdgeAgent:
             asset: state["last_measurement"] for asset, state in saved.items()
         }
         self.last_reading_at: float | None = None
+        self._uncommitted_verdicts: list[str] = []  # action ids (reading thread only)
         self._refresh_open_sessions()
 
     def _refresh_open_sessions(self) -> None:
@@ -137,7 +138,10 @@ class EdgeAgent:
             if tr.state is TransactionState.ENDED and self.control is not None:
                 self.control.actuator.session_ended(asset)
         if self.control is not None:
-            out.extend(self._verdicts(self.control.observe(asset, t, det)))
+            verdicts = self.control.observe(asset, t, det)
+            out.extend(self._verdicts(verdicts))
+            # Acknowledged to the broker once committed (``_commit``), not before.
+            self._uncommitted_verdicts.extend(v.result.action_id for v in verdicts)
         last = self._last_measurement.get(asset)
         # A measurement needs a register value; none is invented when the meter gave none.
         if (
@@ -196,6 +200,9 @@ class EdgeAgent:
         }
         before = self._store.dropped_measurements
         self._store.commit(out, states)
+        if self.control is not None and self._uncommitted_verdicts:
+            self.control.acknowledge(self._uncommitted_verdicts)
+            self._uncommitted_verdicts = []
         self._metrics.queue_dropped.inc(self._store.dropped_measurements - before)
         self._refresh_open_sessions()
         if self._on_commit is not None:

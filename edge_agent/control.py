@@ -8,6 +8,11 @@ take seconds to answer). An accepted *set* is ``completed`` only when the detect
 at or under the limit within ``verify_s`` of meter time, else ``failed``; an accepted *clear*
 is completed at once (an EV need not draw more just because it may). Every verdict goes out
 through the agent's durable queue, like its transactions.
+
+A command is acknowledged to the broker (MQTT 5 manual ack) only once its verdict is in that
+queue: a gateway killed between receiving a command and queueing its verdict gets the command
+again from its persistent session when it comes back, rather than losing it. A copy delivered
+again while the gateway runs is answered once, and acknowledged with the first.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -101,17 +106,47 @@ class PowerControl:
         self._inbox: queue.Queue[tuple[str, EdgeCommand] | None] = queue.Queue()
         self._accepted: queue.SimpleQueue[_Watch] = queue.SimpleQueue()
         self._watches: dict[str, _Watch] = {}
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        # Action ids received, each with the broker acks waiting for its verdict to be queued
+        # (None once it is, and they were sent). Delivery and verdicts run in other threads.
+        self._seen: OrderedDict[str, list[Callable[[], None]] | None] = OrderedDict()
+        self._seen_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="power-control", daemon=True)
 
     # -- any thread
-    def submit(self, asset_id: str, command: EdgeCommand) -> None:
-        if command.action_id in self._seen:
-            return  # a redelivered copy: answered (or being answered) already
-        self._seen[command.action_id] = None
-        while len(self._seen) > 10_000:
-            self._seen.popitem(last=False)
-        self._inbox.put((asset_id, command))
+    def submit(
+        self, asset_id: str, command: EdgeCommand, ack: Callable[[], None] | None = None
+    ) -> None:
+        """Take a command in; ``ack`` is called once its verdict is queued (see
+        :meth:`acknowledge`)."""
+        with self._seen_lock:
+            if command.action_id in self._seen:
+                # A redelivered copy: answered (or being answered) already.
+                waiting = self._seen[command.action_id]
+                if waiting is not None and ack is not None:
+                    waiting.append(ack)
+                    ack = None
+            else:
+                self._seen[command.action_id] = [ack] if ack is not None else []
+                while len(self._seen) > 10_000:
+                    self._seen.popitem(last=False)
+                self._inbox.put((asset_id, command))
+                return
+        if ack is not None:
+            ack()
+
+    def acknowledge(self, action_ids: Iterable[str]) -> None:
+        """These commands' verdicts are in the durable queue: acknowledge them to the broker."""
+        for action_id in action_ids:
+            with self._seen_lock:
+                waiting = self._seen.get(action_id)
+                if action_id in self._seen:
+                    self._seen[action_id] = None
+            for ack in waiting or []:
+                ack()
+
+    def _emit_durably(self, verdicts: list[Verdict]) -> None:
+        self._emit(verdicts)  # returns once they are queued on disk
+        self.acknowledge(v.result.action_id for v in verdicts)
 
     def start(self) -> None:
         self._thread.start()
@@ -128,23 +163,23 @@ class PowerControl:
                 self._handle(asset_id, command)
             except Exception as exc:  # a charger fault must not stop control
                 log.exception("command %s failed", command.action_id)
-                self._emit(
+                self._emit_durably(
                     [verdict(command, asset_id, ActionStatus.FAILED, f"charger error: {exc}")]
                 )
 
     def _handle(self, asset_id: str, command: EdgeCommand) -> None:
         if datetime.now(UTC) >= command.expires_at:
-            self._emit([verdict(command, asset_id, ActionStatus.FAILED,
+            self._emit_durably([verdict(command, asset_id, ActionStatus.FAILED,
                                 "the command expired before it reached the charger")])  # fmt: skip
             return
         if self._open_session(asset_id) != command.transaction_id:
-            self._emit([verdict(command, asset_id, ActionStatus.FAILED,
+            self._emit_durably([verdict(command, asset_id, ActionStatus.FAILED,
                                 f"session {command.transaction_id} is not charging on meter "
                                 f"{asset_id}")])  # fmt: skip
             return
         answer = self.actuator.apply(asset_id, command.data)
         if not answer.accepted:
-            self._emit([verdict(command, asset_id, ActionStatus.FAILED,
+            self._emit_durably([verdict(command, asset_id, ActionStatus.FAILED,
                                 answer.reason or "rejected by the charger")])  # fmt: skip
             return
         limit_w = self.rating.watts(command.data) if command.data is not None else None
@@ -201,7 +236,8 @@ class PowerControl:
 
 class CommandReceiver:
     """The gateway's command topic over a persistent session; bad commands are logged, counted
-    and dropped (there is no one to answer a command without an action id)."""
+    and dropped (there is no one to answer a command without an action id). A good one is
+    acknowledged to the broker only once its verdict is queued (``PowerControl.acknowledge``)."""
 
     def __init__(
         self, connection: MqttConnection, site_id: str, control: PowerControl, metrics: Any
@@ -211,6 +247,7 @@ class CommandReceiver:
         self.metrics = metrics
         self.prefix = connection.settings.topic_prefix
         self.topic = site_filter(site_id, EdgeKind.COMMAND, prefix=connection.settings.topic_prefix)
+        connection.client.manual_ack_set(True)
         connection.client.on_connect = self._on_connect
         connection.client.on_message = self._on_message
 
@@ -218,16 +255,20 @@ class CommandReceiver:
         if not reason.is_failure:
             client.subscribe(self.topic, qos=1)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        def ack() -> None:
+            client.ack(message.mid, message.qos)
+
         try:
             asset_id = parse_edge_topic(message.topic, prefix=self.prefix).asset_id
             command = EdgeCommand.model_validate_json(message.payload)
         except (TopicError, ValidationError) as exc:
             self.metrics.commands.labels("invalid").inc()
             log.warning("invalid command on %s: %s", message.topic, str(exc).splitlines()[0])
+            ack()  # nothing to answer, nor to gain from having it again
             return
         self.metrics.commands.labels("received").inc()
-        self.control.submit(asset_id, command)
+        self.control.submit(asset_id, command, ack)
 
     def start(self) -> None:
         self.connection.start()
