@@ -28,6 +28,9 @@ How it separates the EV from the house:
   charge down; an appliance stops in a step). So is one whose own *trend* (the sum of its small
   changes, other loads' steps left out) wound down by most of its level and went flat, though
   an AC ran on top through the taper or runs on after it: it ends where the taper did.
+  At the house's charging power (once known), one that wound down to its stop over two
+  readings or more (a charger ramping its current down at its limit) is not undone by a load
+  of its size coming back.
 * At coarse resolution (``coarse_interval_s``) a candidate whose interval means rise and fall
   with a duty cycle is a compressor: a charger's means hold its level.
 * While charging, EV power = excess over the pre-session floor, capped near the session's
@@ -89,7 +92,7 @@ from edge_agent.house import House, apart_in_the_day
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.12"
+DETECTOR_VERSION = "floor-step/1.13"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -309,6 +312,7 @@ class MeterDetector:
     earlier_samples: list[list[float]] = field(default_factory=list)
     post_stop: float = 0.0
     post_level: float = 0.0
+    post_ramped: bool = False  # the held run wound down over readings, as a charger stops
     session: _Session | None = None
 
     def __post_init__(self) -> None:
@@ -509,6 +513,7 @@ class MeterDetector:
                 self.phase = Phase.POSTCHECK
                 self.post_level = level
                 self.post_stop = self._stop_between(t, excess, level)
+                self.post_ramped = self._wound_down_to_stop(excess, level)
                 return []
             self._drop_candidate(t, p)
             return []
@@ -583,10 +588,14 @@ class MeterDetector:
 
     def _postcheck(self, t: float, p: float) -> list[Transition]:
         excess = p - self.cand_base
-        proven = (
-            self.house.at_charging_power(self.post_level)
-            and self.post_stop - self.cand_start >= self.config.hint_outlast_s
-            and not self._ran_through_the_heat(self.post_level)
+        # At the house's charging power, a run that outlasted a cycler's, or one that wound down
+        # to its stop as a charger does, is not undone by a load of its size coming back.
+        proven = self.house.at_charging_power(self.post_level) and (
+            self.post_ramped
+            or (
+                self.post_stop - self.cand_start >= self.config.hint_outlast_s
+                and not self._ran_through_the_heat(self.post_level)
+            )
         )
         if excess >= (1 - self.config.cycle_tolerance) * self.post_level and not proven:
             if self.post_stop - self.cand_start >= self.config.heat_run_s:
@@ -679,6 +688,16 @@ class MeterDetector:
             self.cand_excess[k] = min(self.cand_excess[k], own)
         self.phase = Phase.POSTCHECK  # the whole (trimmed) candidate is past: all of it counts
         return [self._confirm(t, level, 0.0), self._end(t, stop)]
+
+    def _wound_down_to_stop(self, excess: float, level: float) -> bool:
+        """The candidate fell to ``excess`` through two readings or more of intermediate,
+        falling values: a charger ramping its current down, not a compressor's one step (a
+        minute's mean splits that over two readings at most)."""
+        xs = self.cand_excess
+        n, k, prev = 0, len(xs) - 1, excess
+        while k >= 1 and prev + 0.03 * level <= xs[k] < 0.9 * level:
+            n, prev, k = n + 1, xs[k], k - 1
+        return n >= 2
 
     def _level_before(self, taper: int) -> float:
         """The candidate's level before its taper began at reading ``taper``."""
@@ -1253,6 +1272,7 @@ class MeterDetector:
             "earlier_samples": self.earlier_samples,
             "post_stop": self.post_stop,
             "post_level": self.post_level,
+            "post_ramped": self.post_ramped,
             "session": None if self.session is None else vars(self.session).copy(),
             **self.house.snapshot(),
         }
@@ -1264,8 +1284,8 @@ class MeterDetector:
         for name in (
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
-            "post_stop", "post_level", "cand_sum", "prev_p", "cand_stacked", "on_top",
-            "cand_rise", "rise_samples", "earlier_rise", "earlier_samples",
+            "post_stop", "post_level", "post_ramped", "cand_sum", "prev_p", "cand_stacked",
+            "on_top", "cand_rise", "rise_samples", "earlier_rise", "earlier_samples",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))

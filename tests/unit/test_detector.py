@@ -343,6 +343,32 @@ def test_without_on_top_cycles_the_same_ev_is_held_to_the_cycler_rule():
     assert S.STARTED not in states(out)
 
 
+@pytest.mark.parametrize(("ramped", "found"), [(True, True), (False, False)])
+def test_a_held_charge_that_wound_down_to_its_stop_is_not_undone_by_the_ac_back(ramped, found):
+    """The house charges at 3.6 kW (known) and its 3.5 kW AC cycled all morning: a 100 min run
+    of that size is held as the AC's might be, and the AC comes back 5 min after it. A run that
+    wound down over 3 min to its stop (a charger ramping its current down at its limit) is a
+    charge all the same; control: the same run stopping in one step, as a compressor does, is
+    taken for the AC."""
+    ac = _ac_cycles(60, 360, 12, 18, 3500.0)
+    later = _ac_cycles(6 * 60 + 105, 600, 12, 18, 3500.0)
+    end = 6 * 60 + 100
+    steps = {end: 2700.0, end + 1: 1800.0, end + 2: 900.0} if ramped else {}
+
+    def ev(t: float) -> float:
+        minute = (t - T0) // 60
+        return 3600.0 if 6 * 60 <= minute < end else steps.get(minute, 0.0)
+
+    det = MeterDetector("m1", DetectorConfig())
+    det.house.charging_w = 3600.0
+    _, out = run(trace(60, 10, lambda t: ac(t) + later(t) + ev(t)), detector=det)
+    assert (S.STARTED in states(out)) is found
+    if found:
+        assert sessions(out) == [S.STARTED, S.ENDED]
+        assert out[0].start_time == pytest.approx(T0 + 6 * 3600, abs=60)
+        assert out[-1].stop_time == pytest.approx(T0 + end * 60, abs=3 * 60)
+
+
 @pytest.mark.parametrize(("heater_on_min", "found"), [(6, False), (12, True)])
 def test_only_a_cycle_as_long_as_an_acs_on_top_counts_as_stacked(heater_on_min, found):
     """A dryer's heater (4 kW, 6 min on, 6 off) cycling on top of a 100 min AC-sized run is not
