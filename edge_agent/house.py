@@ -16,21 +16,30 @@ if TYPE_CHECKING:
     from edge_agent.detector import DetectorConfig
 
 
-def charging_power(powers: list[float], large_w: float = math.inf, few: int = 3) -> float:
+def charging_power(
+    powers: list[float], large_w: float = math.inf, few: int = 3, days: list[int] | None = None
+) -> float:
     """The power most of a house's sessions share (within 5%): sessions with another load on
     top through their confirmation, or found where the EV was not, scatter; a median would
     follow them when they are many. ``few`` sessions or more sharing a power above ``large_w``
     (more than any one appliance draws), at least half as many as share the most common
     power, are the EV's: an AC's long runs taken for charges on hot afternoons can outnumber
     a large EV's sessions. (Charges confirmed with the AC on top share a large power too, but
-    they are a few of the house's sessions.)"""
-    peaks = sorted(powers)
-    groups = [[q for q in peaks if abs(q - p) <= 0.05 * p] for p in peaks]
+    they are a few of the house's sessions.) Given the sessions' ``days``, those few must fall
+    on as many days: an oven and the AC running together three times one afternoon are not a
+    car."""
+    order = sorted(range(len(powers)), key=powers.__getitem__)
+    peaks = [powers[k] for k in order]
+    on = [days[k] for k in order] if days is not None else list(range(len(peaks)))
+    members = [[k for k, q in enumerate(peaks) if abs(q - p) <= 0.05 * p] for p in peaks]
+    groups = [[peaks[k] for k in m] for m in members]
     most: list[float] = max(groups, key=len)
     large = [
         group
-        for group in groups
-        if len(group) >= few and 2 * len(group) >= len(most) and statistics.median(group) >= large_w
+        for group, m in zip(groups, members, strict=True)
+        if len({on[k] for k in m}) >= few
+        and 2 * len(group) >= len(most)
+        and statistics.median(group) >= large_w
     ]
     shared: list[float] = max(large, key=len) if large else most
     return statistics.median(shared)

@@ -163,7 +163,11 @@ def detect(
         ev_power: float | None = None
         timer: float | None = None
         if len(kept) >= config.household_min_sessions:
-            ev_power = charging_power([tr.ev_peak_power_w for tr in kept], config.large_load_w)
+            ev_power = charging_power(
+                [tr.ev_peak_power_w for tr in kept],
+                config.large_load_w,
+                days=[int(tr.start_time // 86_400) for tr in kept],
+            )
             timer = _charging_timer(kept, config)
         if ev_power is not None or any(heat):
             # Second pass, knowing from the first (the whole file) the house's own charging

@@ -297,6 +297,19 @@ def test_a_few_sessions_above_any_appliances_power_are_the_houses_charging_power
     assert charging_power(merged, large_w=5_500) == pytest.approx(3_555, rel=0.01)
 
 
+def test_a_few_large_sessions_on_one_afternoon_are_not_the_houses_charging_power():
+    """Three sessions at 8.5 kW in one afternoon (an oven and the AC together, found three
+    times) among four at 3.5 kW on four days: not a car's, so the house charges at 3.5 kW.
+    Control: the same three on three days are a large EV's sessions."""
+    peaks = [8_450, 8_500, 8_550, 3_480, 3_500, 3_520, 3_510]
+    one_afternoon = [9, 9, 9, 1, 3, 5, 7]
+    assert charging_power(peaks, large_w=5_500, days=one_afternoon) == pytest.approx(
+        3_505, rel=0.01
+    )
+    three_days = [9, 10, 11, 1, 3, 5, 7]
+    assert charging_power(peaks, large_w=5_500, days=three_days) == pytest.approx(8_500, rel=0.01)
+
+
 def test_the_houses_charging_power_is_the_one_most_sessions_share():
     """Six sessions at 11 kW and five scattered below (a load on top through a short
     confirmation, partial sessions): the median would be 7.1 kW, and capping the house's
