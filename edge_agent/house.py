@@ -26,8 +26,7 @@ def charging_power(
     power, are the EV's: an AC's long runs taken for charges on hot afternoons can outnumber
     a large EV's sessions. (Charges confirmed with the AC on top share a large power too, but
     they are a few of the house's sessions.) Given the sessions' ``days``, those few must fall
-    on as many days: an oven and the AC running together three times one afternoon are not a
-    car."""
+    on as many days: two appliances running together three times one evening are not a car."""
     order = sorted(range(len(powers)), key=powers.__getitem__)
     peaks = [powers[k] for k in order]
     on = [days[k] for k in order] if days is not None else list(range(len(peaks)))

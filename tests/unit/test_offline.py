@@ -298,7 +298,7 @@ def test_a_few_sessions_above_any_appliances_power_are_the_houses_charging_power
 
 
 def test_a_few_large_sessions_on_one_afternoon_are_not_the_houses_charging_power():
-    """Three sessions at 8.5 kW in one afternoon (an oven and the AC together, found three
+    """Three sessions at 8.5 kW in one evening (two appliances on together, found three
     times) among four at 3.5 kW on four days: not a car's, so the house charges at 3.5 kW.
     Control: the same three on three days are a large EV's sessions."""
     peaks = [8_450, 8_500, 8_550, 3_480, 3_500, 3_520, 3_510]
