@@ -27,21 +27,18 @@ def charging_power(
     a large EV's sessions. (Charges confirmed with the AC on top share a large power too, but
     they are a few of the house's sessions.) Given the sessions' ``days``, those few must fall
     on as many days: two appliances running together three times one evening are not a car."""
-    order = sorted(range(len(powers)), key=powers.__getitem__)
-    peaks = [powers[k] for k in order]
-    on = [days[k] for k in order] if days is not None else list(range(len(peaks)))
-    members = [[k for k, q in enumerate(peaks) if abs(q - p) <= 0.05 * p] for p in peaks]
-    groups = [[peaks[k] for k in m] for m in members]
-    most: list[float] = max(groups, key=len)
+    sessions = sorted(zip(powers, days if days is not None else range(len(powers)), strict=True))
+    groups = [[(q, d) for q, d in sessions if abs(q - p) <= 0.05 * p] for p, _ in sessions]
+    most = max(groups, key=len)
     large = [
         group
-        for group, m in zip(groups, members, strict=True)
-        if len({on[k] for k in m}) >= few
+        for group in groups
+        if len({d for _, d in group}) >= few
         and 2 * len(group) >= len(most)
-        and statistics.median(group) >= large_w
+        and statistics.median(q for q, _ in group) >= large_w
     ]
-    shared: list[float] = max(large, key=len) if large else most
-    return statistics.median(shared)
+    shared = max(large, key=len) if large else most
+    return statistics.median(q for q, _ in shared)
 
 
 def apart_in_the_day(a: float, b: float) -> float:
