@@ -24,19 +24,14 @@ class SubscriptionState(StrEnum):
     PAUSED = "paused"
 
 
-class SubscriptionRequest(BaseModel):
-    """Body of ``POST /dpss/api/v1/subscriptions``."""
+class EntityFilter(BaseModel):
+    """Seed 001's filter: ``EntityType`` None is every event and takes no ids; any other type
+    needs at least one. A subscription's, and a subscriber's control scope (seed 003)."""
 
     model_config = _WIRE
 
     entity_type: EntityType = Field(default=EntityType.NONE, alias="EntityType")
     entity_ids: EntityIds = Field(default_factory=list, alias="EntityId")
-    start_position: int | None = Field(
-        default=None,
-        alias="StartPosition",
-        ge=0,
-        description="Deliver outbox events after this position (0 = all kept); default: now.",
-    )
 
     @field_validator("entity_ids", mode="before")
     @classmethod
@@ -44,12 +39,23 @@ class SubscriptionRequest(BaseModel):
         return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _ids_fit_the_type(self) -> SubscriptionRequest:
+    def _ids_fit_the_type(self) -> EntityFilter:
         if self.entity_type is EntityType.NONE and self.entity_ids:
             raise ValueError("EntityType None matches every event and takes no EntityId")
         if self.entity_type is not EntityType.NONE and not self.entity_ids:
             raise ValueError(f"EntityType {self.entity_type.value} needs at least one EntityId")
         return self
+
+
+class SubscriptionRequest(EntityFilter):
+    """Body of ``POST /dpss/api/v1/subscriptions``."""
+
+    start_position: int | None = Field(
+        default=None,
+        alias="StartPosition",
+        ge=0,
+        description="Deliver outbox events after this position (0 = all kept); default: now.",
+    )
 
 
 class SubscriptionView(BaseModel):

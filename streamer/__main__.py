@@ -12,7 +12,7 @@ import psycopg
 from pydantic import ValidationError
 
 from runtime.migrations import MigrationError, migrate
-from schemas.subscriptions import SubscriptionRequest, SubscriptionState
+from schemas.subscriptions import EntityFilter, SubscriptionRequest, SubscriptionState
 from streamer import subscriptions
 from streamer.service import DEFAULT_BASE_ACL, BrokerFilesSync, run
 from streamer.settings import BrokerFiles, StreamerSettings
@@ -31,6 +31,16 @@ def _parser() -> argparse.ArgumentParser:
         "issue", help="create a subscriber or rotate its secrets; prints them once"
     )
     issue.add_argument("subscriber_id")
+    scope = subscribers_sub.add_parser(
+        "scope",
+        help="which sessions a subscriber may limit (seed 003): those on these entities as of "
+        "their start; EntityType None = every session. Without options, shows it",
+    )
+    scope.add_argument("subscriber_id")
+    scope.add_argument("--entity-type",
+                       help="ServicePoint, Meter, ESN, Transformer, Premises or None")  # fmt: skip
+    scope.add_argument("--entity-id", action="append", default=[], help="repeat for a list")
+    scope.add_argument("--withdraw", action="store_true", help="it may limit no session")
 
     subs = sub.add_parser("subscriptions", help="live EVChargingEvents subscriptions")
     subs_sub = subs.add_subparsers(dest="action", required=True)
@@ -60,6 +70,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def _print_json(value: object) -> None:
     print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def _subscribers(conn: psycopg.Connection[object], args: argparse.Namespace) -> int:
+    if args.action == "issue":
+        issued = subscriptions.issue_credentials(conn, args.subscriber_id)
+        _print_json(issued.__dict__)
+        return 0
+    if args.withdraw and (args.entity_type or args.entity_id):
+        raise ValueError("--withdraw takes no --entity-type or --entity-id")
+    if args.withdraw:
+        subscriptions.set_control_scope(conn, args.subscriber_id, None)
+    elif args.entity_type or args.entity_id:
+        granted = EntityFilter(EntityType=args.entity_type or "None", EntityId=args.entity_id)
+        subscriptions.set_control_scope(conn, args.subscriber_id, granted)
+    scope = subscriptions.control_scope(conn, args.subscriber_id)
+    _print_json({
+        "DataSubscriberId": args.subscriber_id,
+        "ControlScope": scope and scope.model_dump(mode="json", by_alias=True),
+    })  # fmt: skip
+    return 0
 
 
 def _subscriptions(conn: psycopg.Connection[object], args: argparse.Namespace, prefix: str) -> int:
@@ -104,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(dsn) as conn:
             conn.execute("SET synchronous_commit = on")
             if args.command == "subscribers":
-                issued = subscriptions.issue_credentials(conn, args.subscriber_id)
-                _print_json(issued.__dict__)
-                return 0
+                return _subscribers(conn, args)
             if args.command == "subscriptions":
                 return _subscriptions(conn, args, prefix)
             files = BrokerFiles(passwd=args.passwd, acl=args.acl, base_passwd=args.base_passwd,
@@ -115,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.passwd} and {args.acl}")
             return 0
     except ValidationError as exc:
-        print(f"invalid subscription: {exc.errors()[0]['msg']}", file=sys.stderr)
+        what = "control scope" if args.command == "subscribers" else "subscription"
+        print(f"invalid {what}: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
     except (UnknownSubscriptionError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

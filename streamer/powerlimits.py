@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from schemas.edrv import (
@@ -28,6 +29,7 @@ from schemas.edrv import (
     PowerLimit,
     StatusChange,
 )
+from streamer.eventquery import ENTITY_COLUMN
 
 Conn = psycopg.Connection[Any]
 _ACTION_COLUMNS = (
@@ -37,7 +39,8 @@ _ACTION_COLUMNS = (
 
 
 class SessionNotControllableError(LookupError):
-    """The session is unknown (404) or no longer charging (409)."""
+    """The session is unknown or outside the subscriber's control scope (404: which of the two
+    is not told, so sessions cannot be probed), or no longer charging (409)."""
 
     def __init__(self, message: str, *, status_code: int) -> None:
         super().__init__(message)
@@ -105,6 +108,22 @@ def _record_event(conn: Conn, action: Action) -> Action:
     return action.model_copy(update={"history": _history(conn, action.id)})
 
 
+# The session, if its meter was (as of the session's start, as the ingestor enriched it) in
+# the subscriber's control scope (migration 0006).
+_SESSION_IN_SCOPE = sql.SQL(
+    "SELECT c.site_id, c.asset_id, c.status FROM charging_events c"
+    " JOIN subscribers s ON s.subscriber_id = %s"
+    " WHERE c.transaction_id = %s AND (s.control_entity_type = 'None'"
+    " OR CASE s.control_entity_type {} END = ANY (s.control_entity_ids))"
+    " ORDER BY c.charge_start_time DESC LIMIT 1"
+).format(
+    sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN c.{}").format(sql.Literal(kind.value), sql.Identifier(column))
+        for kind, column in ENTITY_COLUMN.items()
+    )
+)
+
+
 def request(
     conn: Conn,
     subscriber_id: str,
@@ -116,13 +135,11 @@ def request(
     now: datetime,
 ) -> Action:
     """Record a new action on an open session; the command is sent by :func:`unsent`'s caller."""
-    session = conn.execute(
-        "SELECT site_id, asset_id, status FROM charging_events WHERE transaction_id = %s"
-        " ORDER BY charge_start_time DESC LIMIT 1",
-        (transaction_id,),
-    ).fetchone()
+    session = conn.execute(_SESSION_IN_SCOPE, (subscriber_id, transaction_id)).fetchone()
     if session is None:
-        raise SessionNotControllableError(f"no session {transaction_id}", status_code=404)
+        raise SessionNotControllableError(
+            f"no session {transaction_id} that this subscriber may limit", status_code=404
+        )
     site_id, asset_id, status = session
     if status != "open":
         raise SessionNotControllableError(

@@ -9,7 +9,12 @@ from typing import Any
 import psycopg
 
 from schemas.itron import EntityType
-from schemas.subscriptions import SubscriptionRequest, SubscriptionState, SubscriptionView
+from schemas.subscriptions import (
+    EntityFilter,
+    SubscriptionRequest,
+    SubscriptionState,
+    SubscriptionView,
+)
 from schemas.topics import DEFAULT_PREFIX, control_topic, subscription_topic
 from streamer.credentials import (
     broker_username,
@@ -55,6 +60,34 @@ def issue_credentials(conn: Conn, subscriber_id: str) -> IssuedCredentials:
         (subscriber_id, token_hash(token), mosquitto_hash(password)),
     )
     return IssuedCredentials(subscriber_id, token, broker_username(subscriber_id), password)
+
+
+def set_control_scope(conn: Conn, subscriber_id: str, scope: EntityFilter | None) -> None:
+    """Grant (or, with None, withdraw) the sessions a subscriber may limit: those on the
+    scope's entities as of their start. Only the operator does this (see migration 0006)."""
+    found = conn.execute(
+        "UPDATE subscribers SET control_entity_type = %s, control_entity_ids = %s"
+        " WHERE subscriber_id = %s",
+        (
+            None if scope is None else scope.entity_type.value,
+            [] if scope is None else list(scope.entity_ids),
+            subscriber_id,
+        ),
+    ).rowcount
+    if not found:
+        raise ValueError(f"no subscriber {subscriber_id}")
+
+
+def control_scope(conn: Conn, subscriber_id: str) -> EntityFilter | None:
+    """The subscriber's control scope; None when it may limit no session."""
+    row = conn.execute(
+        "SELECT control_entity_type, control_entity_ids FROM subscribers WHERE subscriber_id = %s",
+        (subscriber_id,),
+    ).fetchone()
+    if row is None:
+        raise ValueError(f"no subscriber {subscriber_id}")
+    kind, ids = row
+    return None if kind is None else EntityFilter(EntityType=kind, EntityId=ids)
 
 
 def authenticate(conn: Conn, token: str) -> str | None:

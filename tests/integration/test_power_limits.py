@@ -154,6 +154,8 @@ def control(
     )  # fmt: skip
     issued = cli(database, "subscribers", "issue", "dso-derms")
     assert issued.returncode == 0, issued.stderr
+    granted = cli(database, "subscribers", "scope", "dso-derms", "--entity-type", "None")
+    assert granted.returncode == 0, granted.stderr
     token = orjson.loads(issued.stdout)["api_token"]
     api = httpx.Client(
         base_url=f"http://127.0.0.1:{http_port}",
@@ -387,7 +389,11 @@ def test_bad_requests_get_a_clear_4xx_in_the_seed_envelope(control: Control) -> 
     unknown = api.post("/api/v1/sessions/no-such-session/set_power_limit",
                        json={"unit": "power", "limit": 5000})  # fmt: skip
     assert unknown.status_code == 404
-    assert unknown.json() == {"ok": False, "message": "no session no-such-session", "result": None}
+    assert unknown.json() == {
+        "ok": False,
+        "message": "no session no-such-session that this subscriber may limit",
+        "result": None,
+    }
     for body, words in (
         ({"unit": "volts", "limit": 5}, "unit"),
         ({"unit": "power", "limit": 0}, "greater than 0"),
@@ -414,3 +420,10 @@ def test_bad_requests_get_a_clear_4xx_in_the_seed_envelope(control: Control) -> 
     anonymous = httpx.post(f"{api.base_url}/api/v1/sessions/ended-1/clear_power_limit")
     assert anonymous.status_code == 401
     assert anonymous.json()["ok"] is False
+    # A subscriber the operator granted no control scope sees no session to limit: the same
+    # 404 as an unknown one, so sessions cannot be probed.
+    stranger = orjson.loads(cli(control.dsn, "subscribers", "issue", "aggregator").stdout)
+    answer = httpx.post(f"{api.base_url}/api/v1/sessions/ended-1/clear_power_limit",
+                        headers={"Authorization": f"Bearer {stranger['api_token']}"})  # fmt: skip
+    assert answer.status_code == 404
+    assert answer.json()["message"] == "no session ended-1 that this subscriber may limit"
