@@ -92,7 +92,7 @@ from edge_agent.house import House, apart_in_the_day
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.14"
+DETECTOR_VERSION = "floor-step/1.15"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -159,8 +159,9 @@ class DetectorConfig:
     warmup_s: float = 24 * 3600.0
     house_power_memory: int = 20  # the live agent's last sessions it learns the power from
     house_power_share: float = 0.5  # ... once this share of them are at one power
-    # Offline mode only (a whole file's sessions at once).
+    # A session at under this share of the house's typical session power is another load's.
     household_level_fraction: float = 0.5
+    # Offline mode only (a whole file's sessions at once).
     hint_tolerance: float = 0.08
     hint_resume_band: float = 0.15
     hint_outlast_s: float = 2 * 3600.0

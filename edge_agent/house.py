@@ -105,6 +105,10 @@ class House:
         cfg, powers = self.config, self.session_powers
         if len(powers) < cfg.household_min_sessions:
             return
+        # As over a whole file, a session at under half the typical power is another load's
+        # (a well pump, the base load climbing for hours): not counted for or against.
+        typical = statistics.median(powers)
+        powers = [p for p in powers if p >= cfg.household_level_fraction * typical]
         house = charging_power(powers, cfg.large_load_w)
         # Unlike a whole file's, a running agent's sessions are not yet weeded of other loads':
         # only a power most of them share is taken (a false one scattered is a wrong cap).

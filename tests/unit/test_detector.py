@@ -799,6 +799,22 @@ def test_a_running_agent_learns_the_houses_charging_power_and_keeps_it_over_a_re
     assert scattered.house.charging_w is None
 
 
+@pytest.mark.parametrize("pump_runs", [True, False])
+def test_a_running_agent_learns_the_charging_power_past_a_well_pumps_runs(pump_runs):
+    """Four charges at about 7.2 kW among two 3-4 kW runs taken for charges: under half its
+    sessions share a power. Three well-pump runs at 1.3-1.7 kW, under half the typical session
+    power, are another load's and are not counted against it, as over a whole file; without
+    them (the control) four of six share the power."""
+    powers = [7200.0, 3000.0, 7150.0, 4000.0, 7300.0, 7250.0]
+    if pump_runs:
+        powers = [1300.0, 1500.0, 1700.0, *powers]
+    det = MeterDetector("m1", DetectorConfig())
+    for watts in powers:
+        det.house.learn_charging_power(watts)
+    assert det.house.charging_w == pytest.approx(7225, rel=0.01)
+    assert MeterDetector.restore(det.snapshot()).house.charging_w == det.house.charging_w
+
+
 @pytest.mark.parametrize("warms_up", [True, False])
 def test_a_running_agent_new_to_a_meter_holds_its_first_days_loads_as_cyclers(warms_up):
     """An agent meeting a meter has not seen its AC cycle: on its first afternoon the AC runs
