@@ -111,6 +111,7 @@ def migrate(dsn: str, *, flavour: Flavour = Flavour.AUTO) -> tuple[Flavour, list
                             "INSERT INTO schema_migrations (version, name, flavour)"
                             " VALUES (%s, %s, %s)",
                             (migration.version, migration.name, flavour.value),
+                            prepare=False,  # a single-process server shares statement names
                         )
                 except psycopg.Error as exc:
                     raise MigrationError(
