@@ -92,7 +92,7 @@ from edge_agent.house import House, apart_in_the_day
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.15"
+DETECTOR_VERSION = "floor-step/1.16"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -987,7 +987,14 @@ class MeterDetector:
                 error = abs(drop - s.level_w) / s.level_w
                 if s.fall_edge is None or error < s.fall_error:
                     s.fall_edge, s.fall_error = t, error
-            elif p - min(self.last_p, self.prev_p) >= cfg.edge_fraction * s.level_w:
+            elif p - min(self.last_p, self.prev_p) >= cfg.edge_fraction * s.level_w or (
+                s.fall_edge is not None
+                and t - s.fall_edge >= cfg.cyclic_confirm_s
+                and not self.house.in_the_heat_hours(s.fall_edge)
+            ):
+                # What stayed on after an earlier fall, held as long as a charge is held against
+                # a cycler of its size and outside the AC's heat hours, is the EV still charging:
+                # that fall was another load's.
                 s.fall_edge = None
             if high:
                 self._follow_dips(s, excess)

@@ -134,6 +134,20 @@ def test_a_charge_stopping_mid_interval_ends_at_its_own_fall_not_a_load_on_top()
     assert out[-1].ev_energy_wh == pytest.approx(3500 * 3, rel=0.05)
 
 
+def test_a_charge_that_ran_on_for_hours_after_an_earlier_fall_ends_at_its_own():
+    """A load on top of a charge steps off with a fall that matches the charge's level better
+    than the charge's own final fall (its power drifted down a little since). What stayed on
+    after that earlier fall charged on for hours, longer than a charge is held against a
+    cycler of its size: it was the EV, and the session ends at its own fall, not the earlier
+    one."""
+    ev = lambda t: 3600.0 if t - T0 < 3 * 3600 else 3450.0  # noqa: E731
+    heater = window(2.25, 2.75, 3600)
+    charge = window(1, 8, 1)
+    _, out = run(trace(60, 10, lambda t: charge(t) * ev(t) + heater(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[-1].stop_time == pytest.approx(T0 + 8 * 3600, abs=60)
+
+
 @pytest.mark.parametrize("step", [1, 60, 900])
 def test_any_resolution(step):
     """1 s, 1 min and 15 min readings all find the session within a reading interval."""
