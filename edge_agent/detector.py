@@ -92,7 +92,7 @@ from edge_agent.house import House, apart_in_the_day
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.16"
+DETECTOR_VERSION = "floor-step/1.17"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -313,6 +313,10 @@ class MeterDetector:
     earlier_samples: list[list[float]] = field(default_factory=list)
     post_stop: float = 0.0
     post_level: float = 0.0
+    # The held run's fall at its stop (from ``post_from``, over the next reading too: a load
+    # switching off mid-interval splits its fall): its own power, whatever the base did under it.
+    post_from: float = 0.0
+    post_fall: float = 0.0
     post_ramped: bool = False  # the held run wound down over readings, as a charger stops
     session: _Session | None = None
 
@@ -513,6 +517,8 @@ class MeterDetector:
                 # followed by the same load switching on again soon; wait and see.
                 self.phase = Phase.POSTCHECK
                 self.post_level = level
+                self.post_from = max(self.last_p, self.prev_p)
+                self.post_fall = self.post_from - p
                 self.post_stop = self._stop_between(t, excess, level)
                 self.post_ramped = self._wound_down_to_stop(excess, level)
                 return []
@@ -589,6 +595,8 @@ class MeterDetector:
 
     def _postcheck(self, t: float, p: float) -> list[Transition]:
         excess = p - self.cand_base
+        if self.last_t is not None and self.last_t - self.post_stop <= self.interval_s:
+            self.post_fall = max(self.post_fall, self.post_from - p)
         # At the house's charging power, a run that outlasted a cycler's, or one that wound down
         # to its stop as a charger does, is not undone by a load of its size coming back.
         proven = self.house.at_charging_power(self.post_level) and (
@@ -606,10 +614,16 @@ class MeterDetector:
             return []
         if t - self.post_stop < self.config.post_check_s:
             return []
-        if self.house.charging_w is not None and not self.house.at_charging_power(self.post_level):
+        if (
+            self.house.charging_w is not None
+            and not self.house.at_charging_power(self.post_level)
+            and not self.house.at_charging_power(self.post_fall)
+        ):
             # Held back for a cycler's size, it proved nothing by staying off; with the house's
             # own charging power known (offline, from the whole file) and this not it, it was
             # another load's long run (back-to-back water heater recoveries, a long AC cycle).
+            # Its level is its excess over the floor, which a load under it switching off
+            # lowers; its fall at its stop is its own power.
             self._drop_candidate(t, p)
             return []
         started = self._confirm(t, self.post_level, 0.0)
@@ -1280,6 +1294,8 @@ class MeterDetector:
             "earlier_samples": self.earlier_samples,
             "post_stop": self.post_stop,
             "post_level": self.post_level,
+            "post_from": self.post_from,
+            "post_fall": self.post_fall,
             "post_ramped": self.post_ramped,
             "session": None if self.session is None else vars(self.session).copy(),
             **self.house.snapshot(),
@@ -1292,8 +1308,9 @@ class MeterDetector:
         for name in (
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
-            "post_stop", "post_level", "post_ramped", "cand_sum", "prev_p", "cand_stacked",
-            "on_top", "cand_rise", "rise_samples", "earlier_rise", "earlier_samples",
+            "post_stop", "post_level", "post_from", "post_fall", "post_ramped", "cand_sum",
+            "prev_p", "cand_stacked", "on_top", "cand_rise", "rise_samples", "earlier_rise",
+            "earlier_samples",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))

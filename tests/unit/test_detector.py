@@ -904,6 +904,23 @@ def test_a_held_back_run_not_at_the_houses_charging_power_is_not_kept(house_w, k
     assert sessions(out) == ([S.STARTED, S.ENDED] if kept else [])
 
 
+@pytest.mark.parametrize(("run_w", "kept"), [(3600.0, True), (4500.0, False)])
+def test_a_held_back_run_at_the_houses_charging_power_is_known_by_its_fall(run_w, kept):
+    """A 3.6 kW load ran twice for 20 min, then a run of ``run_w`` lasts 75 min and stays off.
+    A 500 W load that was on when the run began switched off under it, so its excess over the
+    floor reads 14% under its own power; the house charges at 3.6 kW. Its fall at its stop is
+    its own power whatever the load under it did: at the house's charging power, it is kept.
+    Control: a 4.5 kW run, its fall not the house's power, is not."""
+    first, second = window(1, 1 + 20 / 60, 3600.0), window(3, 3 + 20 / 60, 3600.0)
+    run_75 = window(6, 6 + 75 / 60, run_w)
+    under = window(4.5, 6.5, 500.0)
+    det = MeterDetector("m1", DetectorConfig())
+    det.house.charging_w = 3600.0
+    readings = trace(60, 10, lambda t: first(t) + second(t) + run_75(t) + under(t))
+    _, out = run(readings, detector=det)
+    assert sessions(out) == ([S.STARTED, S.ENDED] if kept else [])
+
+
 @pytest.mark.parametrize(("house_w", "kept"), [(None, True), (3600.0, False), (4600.0, True)])
 def test_outlasting_a_cycler_does_not_make_a_load_off_the_houses_size_a_charge(house_w, kept):
     """A 4.6 kW AC seen cycling runs 3 h without a break (begun 48 min after its last cycle),
