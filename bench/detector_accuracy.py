@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.detector_accuracy [--houses 40] [--days 14] [--first-seed 40]
         [--solar] [--pool] [--hot-days] [--abrupt-ends] [--two-acs] [--variable-speed-ac]
-        [--ev-kw 3.3 4] [--live]
+        [--ev-kw 3.3 4] [--live] [--known-charging-power] [--per-house]
 
 Households: half on the real UCI base load (with added hot-climate confounders), half synthetic;
 all with AC cycles, water heaters, dryers, ovens, ranges and well pumps; EV sessions' start hours
@@ -46,9 +46,15 @@ TRACE_EXTRAS = {
 }
 
 
-def detected_intervals(trace: Trace, config: DetectorConfig, live: bool = False) -> list[Interval]:
-    """Sessions found by the offline mode, or (``live``) by the agent's detector reading by
-    reading, without the offline mode's look at the whole file."""
+def detected_intervals(
+    trace: Trace,
+    config: DetectorConfig,
+    live: bool = False,
+    charging_power_w: float | None = None,
+) -> list[Interval]:
+    """Sessions found by the offline mode (told the EV's ``charging_power_w``, if given), or
+    (``live``) by the agent's detector reading by reading, without the offline mode's look at
+    the whole file."""
     readings = [
         (trace.asset_id, float(t), float(p), float(e))
         for t, p, e in zip(trace.times, trace.power_w, trace.energy_wh, strict=True)
@@ -58,7 +64,7 @@ def detected_intervals(trace: Trace, config: DetectorConfig, live: bool = False)
         ended = [tr for _, t, p, e in readings for tr in det.update(t, p, e)]
         found = [tr for tr in ended + det.finish() if tr.state is TransactionState.ENDED]
     else:
-        found = list(detect(readings, config))
+        found = list(detect(readings, config, charging_power_w=charging_power_w))
     return [Interval(tr.start_time, tr.stop_time or tr.timestamp, tr.ev_energy_wh) for tr in found]
 
 
@@ -104,6 +110,18 @@ def fmt(name: str, s: Score) -> str:
     )
 
 
+def ev_power(trace: Trace) -> float | None:
+    """The house's EV's own charging power (one car, one charger), if it charged."""
+    levels = [s.level_w for s in trace.sessions]
+    return float(np.median(levels)) if levels else None
+
+
+def fmt_house(seed: int, trace: Trace, s: Score) -> str:
+    power = ev_power(trace)
+    kw = f"{power / 1000:.1f}" if power is not None else "-"
+    return f"| {seed} | {kw} | {s.true_sessions} | {s.detected} | {s.matched} | {s.f1:.2f} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--houses", type=int, default=40)
@@ -127,9 +145,20 @@ def main() -> None:
         help="score only the houses whose EV charges at MIN-MAX kW (e.g. 3.3 4: an AC's size)",
     )
     parser.add_argument(
+        "--known-charging-power",
+        action="store_true",
+        help="tell the offline mode each house's true EV power instead of learning it: the "
+        "most that learning it better could gain",
+    )
+    parser.add_argument(
+        "--per-house", action="store_true", help="also print each house's 1 min score"
+    )
+    parser.add_argument(
         "--data", type=Path, default=DATA, help="the real base loads and sessions (shared/data)"
     )
     args = parser.parse_args()
+    if args.live and args.known_charging_power:
+        parser.error("--known-charging-power is the offline mode's (a running agent learns it)")
     real = load_real_data(args.data)
     if real.base_w is None or real.session_hours is None:
         # Without them every house is synthetic and every figure comes out higher: not the
@@ -141,6 +170,7 @@ def main() -> None:
         "| median end err (min) | median energy err (%) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
+    house_rows: list[str] = []
     for label, resolution, houses in (
         ("1 s", 1, args.houses_1s),
         ("1 min", 60, args.houses),
@@ -165,12 +195,20 @@ def main() -> None:
                 continue
             scored += 1
             truth = truth_intervals(trace)
-            ours.append((truth, detected_intervals(trace, config, args.live)))
+            known = ev_power(trace) if args.known_charging_power else None
+            found = detected_intervals(trace, config, args.live, known)
+            ours.append((truth, found))
             naive.append((truth, threshold_baseline(trace)))
+            if args.per_house and resolution == 60:
+                house_rows.append(fmt_house(seed, trace, score(truth, found)))
         print(fmt(f"{label} (detector)", pooled(ours)))
         print(fmt(f"{label} (threshold baseline)", pooled(naive)))
         took = time.perf_counter() - began
         print(f"<!-- {label}: {scored} houses x {args.days} days in {took:.1f} s -->")
+    if house_rows:
+        print("\n| house | EV kW | sessions | detected | matched | F1 |")
+        print("|---|---|---|---|---|---|")
+        print("\n".join(house_rows))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from edge_agent.detector import DetectorConfig
 from edge_agent.offline import InputError, detect, dumps, read_file, session_record
 from edge_agent.service import run
 from edge_agent.settings import EdgeSettings, SourceKind
@@ -17,7 +18,7 @@ def _detect(args: argparse.Namespace) -> int:
     tz = ZoneInfo(args.timezone) if args.timezone else None
     out = sys.stdout.buffer
     try:
-        for ended in detect(read_file(Path(args.input), tz)):
+        for ended in detect(read_file(Path(args.input), tz), charging_power_w=args.charging_power):
             out.write(dumps(session_record(ended)) + b"\n")
     except InputError as exc:
         print(f"edge_agent detect: {args.input}: {exc}", file=sys.stderr)
@@ -25,6 +26,20 @@ def _detect(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # e.g. piped into head
         return 0
     return 0
+
+
+def _ev_power(text: str) -> float:
+    config = DetectorConfig()
+    try:
+        watts = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of watts") from None
+    if not config.min_ev_power_w <= watts <= config.max_ev_power_w:
+        raise argparse.ArgumentTypeError(
+            f"{watts:g} W is not an EV's charging power ({config.min_ev_power_w:g}-"
+            f"{config.max_ev_power_w:g} W; kW given as W?)"
+        )
+    return watts
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -45,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         "--input", required=True, help="CSV timestamp,power_w,energy_wh or Pleevi JSON Lines"
     )
     p_detect.add_argument("--timezone", help="IANA zone assumed for timestamps without an offset")
+    p_detect.add_argument(
+        "--charging-power",
+        type=_ev_power,
+        metavar="W",
+        help="the power (W) the EV draws, measured on a past charge, used instead of the one "
+        "learnt from the file (not a charger's nameplate: a car may draw less)",
+    )
     p_detect.set_defaults(func=_detect)
     p_run = sub.add_parser("run", help="run the agent (settings from EDGE_* environment variables)")
     p_run.add_argument("--input", help="replay this file instead of the configured source")

@@ -129,7 +129,10 @@ def session_record(ended: Transition) -> dict[str, Any]:
 
 
 def detect(
-    readings: Iterable[Reading], config: DetectorConfig | None = None
+    readings: Iterable[Reading],
+    config: DetectorConfig | None = None,
+    *,
+    charging_power_w: float | None = None,
 ) -> Iterator[Transition]:
     """All ``Ended`` transitions in ``readings``, meter by meter (open sessions end at EOF).
 
@@ -140,7 +143,9 @@ def detect(
     runs over the whole file; its sessions are then judged together (see
     ``_of_the_households_ev``). With enough of them the house's own charging power is known,
     and a second run uses it (``House.charging_w``), and the hours of the day at
-    which the first run saw the AC run through the heat (``House.heat_hours``).
+    which the first run saw the AC run through the heat (``House.heat_hours``). A known
+    ``charging_power_w`` (the power the meters' EVs draw, measured on a past charge) is used
+    instead of the learnt one, however few sessions the file holds.
     """
     config = config or DetectorConfig()
     by_meter: dict[str, _MeterReadings] = {}
@@ -160,14 +165,15 @@ def detect(
         cycles = _cycles_early_in(meter, config)
         first, heat = _sessions(meter, config, cycles)
         kept = _of_the_households_ev(first, config, days)
-        ev_power: float | None = None
+        ev_power = charging_power_w
         timer: float | None = None
         if len(kept) >= config.household_min_sessions:
-            ev_power = charging_power(
-                [tr.ev_peak_power_w for tr in kept],
-                config.large_load_w,
-                days=[int(tr.start_time // 86_400) for tr in kept],
-            )
+            if ev_power is None:
+                ev_power = charging_power(
+                    [tr.ev_peak_power_w for tr in kept],
+                    config.large_load_w,
+                    days=[int(tr.start_time // 86_400) for tr in kept],
+                )
             timer = _charging_timer(kept, config)
         if ev_power is not None or any(heat):
             # Second pass, knowing from the first (the whole file) the house's own charging

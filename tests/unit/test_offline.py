@@ -316,3 +316,36 @@ def test_the_houses_charging_power_is_the_one_most_sessions_share():
     sessions there would cut their energy by a third. The power most sessions share is 11 kW."""
     peaks = [11_000, 10_950, 11_300, 11_500, 10_900, 11_100, 7_000, 7_100, 4_500, 4_600, 3_900]
     assert charging_power(peaks) == pytest.approx(11_050, rel=0.01)
+
+
+def ac_around_a_charge(m: int) -> float:
+    """A 2.9 kW AC cycling (15 min on, 15 off) from 10:00 to 20:00, and a 100 min charge at
+    3.6 kW from 14:00 right after one of its cycles."""
+    on = (600 <= m < 840 or 945 <= m < 1200) and (m - 600) % 30 < 15
+    return (2900.0 if on else 0.0) + (3600.0 if 840 <= m < 940 else 0.0)
+
+
+def test_a_known_charging_power_is_used_however_few_sessions_the_file_holds(tmp_path):
+    """One day: too few sessions to learn the house's charging power from, so the charge,
+    within a quarter of the AC's size, is held to the cycler rule and lost when the AC's next
+    cycle follows it. Told the EV draws 3.6 kW, the detector knows a 2.9 kW cycler is not it."""
+    rows = minutes(24, ac_around_a_charge)
+    readings = [("m", t.timestamp(), p, e) for t, p, e in rows]
+    assert list(detect(readings)) == []  # the control
+    (found,) = detect(readings, charging_power_w=3600.0)
+    assert found.start_time == pytest.approx(START.timestamp() + 840 * 60, abs=120)
+    assert found.ev_energy_wh == pytest.approx(3600 * 100 / 60, rel=0.1)
+    out = cli(write_csv(tmp_path / "day.csv", rows), "--charging-power", "3600")
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["ChargeW"] for line in out.stdout.splitlines()] == [
+        pytest.approx(3600, rel=0.05)
+    ]
+
+
+@pytest.mark.parametrize("value", ["3.6", "-3600", "lots"])
+def test_a_charging_power_that_is_not_an_evs_in_watts_is_refused(tmp_path, value):
+    path = write_csv(tmp_path / "day.csv", minutes(2, charge))
+    out = cli(path, "--charging-power", value)
+    assert out.returncode == 2
+    assert "--charging-power" in out.stderr
+    assert out.stdout == ""
