@@ -18,7 +18,7 @@ a real number.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -45,6 +45,9 @@ OptPositive = Annotated[Annotated[float, Field(ge=0)] | None, Nullable]
 _OURS = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
 
 
+_E = TypeVar("_E", bound=StrEnum)
+
+
 class EntityType(StrEnum):
     """Filter dimension of seeds 000/001 (``Servicepoint, Meter, ESN, Transformer, premises,
     None``); matched case-insensitively on input."""
@@ -58,12 +61,17 @@ class EntityType(StrEnum):
 
     @classmethod
     def _missing_(cls, value: object) -> EntityType | None:
-        if isinstance(value, str):
-            folded = value.strip().lower()
-            for member in cls:
-                if member.value.lower() == folded:
-                    return member
-        return None
+        return folded_member(cls, value)
+
+
+def folded_member(cls: type[_E], value: object) -> _E | None:
+    """The member of ``cls`` whose value is ``value`` whatever its case and surrounding space."""
+    if isinstance(value, str):
+        folded = value.strip().lower()
+        for member in cls:
+            if member.value.lower() == folded:
+                return member
+    return None
 
 
 class ChargingEventRecord(BaseModel):

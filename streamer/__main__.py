@@ -12,7 +12,7 @@ import psycopg
 from pydantic import ValidationError
 
 from runtime.migrations import MigrationError, migrate
-from schemas.subscriptions import EntityFilter, SubscriptionRequest, SubscriptionState
+from schemas.subscriptions import ControlScope, SubscriptionRequest, SubscriptionState
 from streamer import subscriptions
 from streamer.service import DEFAULT_BASE_ACL, BrokerFilesSync, run
 from streamer.settings import BrokerFiles, StreamerSettings
@@ -37,8 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         "their start; EntityType None = every session. Without options, shows it",
     )
     scope.add_argument("subscriber_id")
-    scope.add_argument("--entity-type",
-                       help="ServicePoint, Meter, ESN, Transformer, Premises or None")  # fmt: skip
+    scope.add_argument(
+        "--entity-type", help="ServicePoint, Meter, ESN, Transformer, Premises, Feeder or None"
+    )
     scope.add_argument("--entity-id", action="append", default=[], help="repeat for a list")
     scope.add_argument("--withdraw", action="store_true", help="it may limit no session")
 
@@ -82,7 +83,7 @@ def _subscribers(conn: psycopg.Connection[object], args: argparse.Namespace) -> 
     if args.withdraw:
         subscriptions.set_control_scope(conn, args.subscriber_id, None)
     elif args.entity_type or args.entity_id:
-        granted = EntityFilter(EntityType=args.entity_type or "None", EntityId=args.entity_id)
+        granted = ControlScope(EntityType=args.entity_type or "None", EntityId=args.entity_id)
         subscriptions.set_control_scope(conn, args.subscriber_id, granted)
     scope = subscriptions.control_scope(conn, args.subscriber_id)
     _print_json({

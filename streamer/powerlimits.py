@@ -29,7 +29,8 @@ from schemas.edrv import (
     PowerLimit,
     StatusChange,
 )
-from streamer.eventquery import ENTITY_COLUMN
+from schemas.subscriptions import ControlEntityType
+from streamer.eventquery import ENTITY_COLUMN, TOKEN_COLUMN
 
 Conn = psycopg.Connection[Any]
 _ACTION_COLUMNS = (
@@ -108,8 +109,13 @@ def _record_event(conn: Conn, action: Action) -> Action:
     return action.model_copy(update={"history": _history(conn, action.id)})
 
 
+# The column of a charging event that each kind of control scope names.
+_SCOPE_COLUMN = {
+    **{kind.value: column for kind, column in ENTITY_COLUMN.items()},
+    ControlEntityType.FEEDER.value: TOKEN_COLUMN["feeder"],
+}
 # The session, if its meter was (as of the session's start, as the ingestor enriched it) in
-# the subscriber's control scope (migration 0006).
+# the subscriber's control scope (migrations 0006, 0007).
 _SESSION_IN_SCOPE = sql.SQL(
     "SELECT c.site_id, c.asset_id, c.status FROM charging_events c"
     " JOIN subscribers s ON s.subscriber_id = %s"
@@ -118,8 +124,8 @@ _SESSION_IN_SCOPE = sql.SQL(
     " ORDER BY c.charge_start_time DESC LIMIT 1"
 ).format(
     sql.SQL(" ").join(
-        sql.SQL("WHEN {} THEN c.{}").format(sql.Literal(kind.value), sql.Identifier(column))
-        for kind, column in ENTITY_COLUMN.items()
+        sql.SQL("WHEN {} THEN c.{}").format(sql.Literal(kind), sql.Identifier(column))
+        for kind, column in _SCOPE_COLUMN.items()
     )
 )
 

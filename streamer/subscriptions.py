@@ -10,7 +10,7 @@ import psycopg
 
 from schemas.itron import EntityType
 from schemas.subscriptions import (
-    EntityFilter,
+    ControlScope,
     SubscriptionRequest,
     SubscriptionState,
     SubscriptionView,
@@ -62,7 +62,7 @@ def issue_credentials(conn: Conn, subscriber_id: str) -> IssuedCredentials:
     return IssuedCredentials(subscriber_id, token, broker_username(subscriber_id), password)
 
 
-def set_control_scope(conn: Conn, subscriber_id: str, scope: EntityFilter | None) -> None:
+def set_control_scope(conn: Conn, subscriber_id: str, scope: ControlScope | None) -> None:
     """Grant (or, with None, withdraw) the sessions a subscriber may limit: those on the
     scope's entities as of their start. Only the operator does this (see migration 0006)."""
     found = conn.execute(
@@ -78,7 +78,7 @@ def set_control_scope(conn: Conn, subscriber_id: str, scope: EntityFilter | None
         raise ValueError(f"no subscriber {subscriber_id}")
 
 
-def control_scope(conn: Conn, subscriber_id: str) -> EntityFilter | None:
+def control_scope(conn: Conn, subscriber_id: str) -> ControlScope | None:
     """The subscriber's control scope; None when it may limit no session."""
     row = conn.execute(
         "SELECT control_entity_type, control_entity_ids FROM subscribers WHERE subscriber_id = %s",
@@ -87,7 +87,7 @@ def control_scope(conn: Conn, subscriber_id: str) -> EntityFilter | None:
     if row is None:
         raise ValueError(f"no subscriber {subscriber_id}")
     kind, ids = row
-    return None if kind is None else EntityFilter(EntityType=kind, EntityId=ids)
+    return None if kind is None else ControlScope(EntityType=kind, EntityId=ids)
 
 
 def authenticate(conn: Conn, token: str) -> str | None:

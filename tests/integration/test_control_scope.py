@@ -11,8 +11,7 @@ import pytest
 
 from runtime.migrations import Flavour, available, migrate
 from schemas.edrv import ActionType, LimitUnit, PowerLimit
-from schemas.itron import EntityType
-from schemas.subscriptions import EntityFilter
+from schemas.subscriptions import ControlEntityType, ControlScope
 from streamer import powerlimits, subscriptions
 from tests.integration.eventdata import NOW, Event, insert_events, meter_identity
 from tests.integration.test_streamer import cli
@@ -81,6 +80,11 @@ def test_a_subscriber_limits_only_the_sessions_in_the_scope_the_operator_granted
     scope(sessions, "--entity-type", "Meter", "--entity-id", "M-001", "--entity-id", "M-002")
     assert limitable(sessions, "aggregator") == {"open-1", "open-2"}
 
+    # A feeder (not one of seed 001's entity types): meter 1 is on F-1, meter 2 on F-0.
+    shown = scope(sessions, "--entity-type", "feeder", "--entity-id", "F-1")
+    assert shown["ControlScope"] == {"EntityType": "Feeder", "EntityId": ["F-1"]}
+    assert limitable(sessions, "aggregator") == {"open-1"}
+
     scope(sessions, "--entity-type", "None")  # every session, the unregistered meter's too
     assert limitable(sessions, "aggregator") == {"open-1", "open-2", "open-49"}
 
@@ -97,7 +101,7 @@ def test_a_bad_scope_is_refused_with_a_reason_and_changes_nothing(sessions: str)
             "Transformer needs at least one EntityId",
         ),
         (("--entity-type", "None", "--entity-id", "x"), "takes no EntityId"),
-        (("--entity-type", "Feeder", "--entity-id", "F-1"), "invalid control scope"),
+        (("--entity-type", "Substation", "--entity-id", "S-1"), "invalid control scope"),
         (("--withdraw", "--entity-type", "None"), "--withdraw takes no --entity-type"),
     ):
         refused = cli(sessions, "subscribers", "scope", "aggregator", *args)
@@ -124,10 +128,10 @@ def test_subscribers_from_before_scopes_keep_control_of_every_session(fresh_db: 
                 )
         subscriptions.issue_credentials(conn, "dso-derms")
     _, applied = migrate(fresh_db)
-    assert applied == ["0006_control_scope"]
+    assert applied == ["0006_control_scope", "0007_feeder_control_scope"]
     with psycopg.connect(fresh_db) as conn:
-        assert subscriptions.control_scope(conn, "dso-derms") == EntityFilter(
-            EntityType=EntityType.NONE
+        assert subscriptions.control_scope(conn, "dso-derms") == ControlScope(
+            EntityType=ControlEntityType.NONE
         )
         subscriptions.issue_credentials(conn, "newcomer")
         assert subscriptions.control_scope(conn, "newcomer") is None

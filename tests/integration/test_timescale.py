@@ -111,6 +111,7 @@ def test_timescale_path_matches_plain_postgres(timescale_dsn: str, database: str
         "0004_data_api",
         "0005_power_limits",
         "0006_control_scope",
+        "0007_feeder_control_scope",
     ]
     assert applied == everything
     assert migrate(database) == (Flavour.POSTGRES, everything)

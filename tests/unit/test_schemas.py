@@ -342,3 +342,23 @@ def test_json_schema_files_are_current(name):
     path = SCHEMA_DIR / f"{name}.json"
     assert path.exists(), f"{path} missing: run python -m schemas"
     assert path.read_text(encoding="utf-8") == render(WIRE_MODELS[name])
+
+
+def test_a_control_scope_may_name_a_feeder_and_a_subscription_may_not():
+    from schemas.subscriptions import ControlEntityType, ControlScope, EntityFilter
+
+    scope = ControlScope(EntityType=" FEEDER ", EntityId="F-1")
+    assert scope.entity_type is ControlEntityType.FEEDER
+    assert scope.model_dump(by_alias=True, mode="json") == {
+        "EntityType": "Feeder",
+        "EntityId": ["F-1"],
+    }
+    assert ControlScope().entity_type is ControlEntityType.NONE
+    with pytest.raises(ValidationError, match="EntityType Feeder needs at least one EntityId"):
+        ControlScope(EntityType="Feeder")
+    with pytest.raises(ValidationError, match="takes no EntityId"):
+        ControlScope(EntityType="None", EntityId=["F-1"])
+    with pytest.raises(ValidationError, match="EntityType"):
+        EntityFilter(EntityType="Feeder", EntityId=["F-1"])  # seed 001's types only
+    # Every entity type a subscription filters on can scope control too.
+    assert {kind.value for kind in EntityType} < {kind.value for kind in ControlEntityType}
