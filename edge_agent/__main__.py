@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         type=_ev_power,
         metavar="W",
         help="the power (W) the EV draws, measured on a past charge, used instead of the one "
-        "learnt from the file (not a charger's nameplate: a car may draw less)",
+        "learnt from the file (not a charger's nameplate: a car may draw less; in a file of "
+        "many meters, every meter's)",
     )
     p_detect.set_defaults(func=_detect)
     p_run = sub.add_parser("run", help="run the agent (settings from EDGE_* environment variables)")
