@@ -52,15 +52,17 @@ def detected_intervals(
     live: bool = False,
     charging_power_w: float | None = None,
 ) -> list[Interval]:
-    """Sessions found by the offline mode (told the EV's ``charging_power_w``, if given), or
-    (``live``) by the agent's detector reading by reading, without the offline mode's look at
-    the whole file."""
+    """Sessions found by the offline mode, or (``live``) by the agent's detector reading by
+    reading, without the offline mode's look at the whole file; either told the EV's
+    ``charging_power_w``, if given."""
     readings = [
         (trace.asset_id, float(t), float(p), float(e))
         for t, p, e in zip(trace.times, trace.power_w, trace.energy_wh, strict=True)
     ]
     if live:
         det = MeterDetector(trace.asset_id, config, warms_up=True)  # as the agent meets a meter
+        if charging_power_w is not None:
+            det.house.know_charging_power(charging_power_w)  # as EDGE_CHARGING_POWER_W tells it
         ended = [tr for _, t, p, e in readings for tr in det.update(t, p, e)]
         found = [tr for tr in ended + det.finish() if tr.state is TransactionState.ENDED]
     else:
@@ -147,8 +149,8 @@ def main() -> None:
     parser.add_argument(
         "--known-charging-power",
         action="store_true",
-        help="tell the offline mode each house's true EV power instead of learning it: the "
-        "most that learning it better could gain",
+        help="tell the detector each house's true EV power instead of learning it (the most "
+        "that learning it better could gain; live, what EDGE_CHARGING_POWER_W gains)",
     )
     parser.add_argument(
         "--per-house", action="store_true", help="also print each house's 1 min score"
@@ -157,8 +159,6 @@ def main() -> None:
         "--data", type=Path, default=DATA, help="the real base loads and sessions (shared/data)"
     )
     args = parser.parse_args()
-    if args.live and args.known_charging_power:
-        parser.error("--known-charging-power is the offline mode's (a running agent learns it)")
     real = load_real_data(args.data)
     if real.base_w is None or real.session_hours is None:
         # Without them every house is synthetic and every figure comes out higher: not the

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,6 +72,7 @@ class EdgeAgent:
         chunk_size: int = 500,
         on_commit: Any = None,
         control: PowerControl | None = None,
+        charging_power_w: Mapping[str, float] | None = None,
     ) -> None:
         self.site_id = site_id
         self._store = store
@@ -82,9 +83,10 @@ class EdgeAgent:
         self._chunk = chunk_size
         self._on_commit = on_commit
         self.control = control
+        self._known_power = dict(charging_power_w or {})
         saved = store.states()
         self.detectors: dict[str, MeterDetector] = {
-            asset: MeterDetector.restore(state["detector"], self._config)
+            asset: self._knowing(MeterDetector.restore(state["detector"], self._config))
             for asset, state in saved.items()
         }
         self._last_measurement: dict[str, float] = {
@@ -93,6 +95,14 @@ class EdgeAgent:
         self.last_reading_at: float | None = None
         self._uncommitted_verdicts: list[str] = []  # action ids (reading thread only)
         self._refresh_open_sessions()
+
+    def _knowing(self, det: MeterDetector) -> MeterDetector:
+        """``det``, told its meter's EV's charging power if the settings give it (not part of
+        its snapshot: the settings may change between runs)."""
+        known = self._known_power.get(det.asset_id)
+        if known is not None:
+            det.house.know_charging_power(known)
+        return det
 
     def _refresh_open_sessions(self) -> None:
         self._metrics.open_sessions.set(
@@ -127,7 +137,8 @@ class EdgeAgent:
         asset, t, power, energy = reading
         det = self.detectors.get(asset)
         if det is None:
-            det = self.detectors[asset] = MeterDetector(asset, self._config, warms_up=True)
+            det = MeterDetector(asset, self._config, warms_up=True)
+            det = self.detectors[asset] = self._knowing(det)
         if det.last_t is not None and t <= det.last_t:
             self._metrics.readings.labels("dropped").inc()
             return False  # already seen (replay after restart) or out of order

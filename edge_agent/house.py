@@ -59,6 +59,9 @@ class House:
     # The house's own charging power, when known: the offline mode learns it from a first run
     # over the whole file, a running agent from its own last sessions (``session_powers``).
     charging_w: float | None = None
+    # The EV's charging power as the operator configured it (measured on a past charge): the
+    # house's charging power from the first reading on, never replaced by a learnt one.
+    known_w: float | None = None
     session_powers: list[float] = field(default_factory=list)
     timer_s: float | None = None  # the time of day (s, UTC) its charging timer starts
     # Loads seen cycling lately: [end, level, length] (older snapshots: [end, level]).
@@ -101,7 +104,12 @@ class House:
         self.session_powers = [*self.session_powers, power_w][-cfg.house_power_memory :]
         self.judge_charging_power()
 
+    def know_charging_power(self, power_w: float) -> None:
+        self.known_w = self.charging_w = power_w
+
     def judge_charging_power(self) -> None:
+        if self.known_w is not None:
+            return
         cfg, powers = self.config, self.session_powers
         if len(powers) < cfg.household_min_sessions:
             return

@@ -126,6 +126,7 @@ def run(settings: EdgeSettings) -> int:
         measurement_interval_s=settings.measurement_interval_s,
         on_commit=publisher.notify,
         control=control,
+        charging_power_w=settings.charging_power_w,
     )
     agent_ref.append(agent)
     # Persistent session: commands sent while the gateway is away wait (until they expire).

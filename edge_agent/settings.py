@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,12 @@ class EdgeSettings(BaseSettings):
     )
     heartbeat_s: float = Field(default=30.0, gt=0)
     """Status message interval."""
+    charging_power_w: dict[str, Annotated[float, Field(ge=1200, le=22_000)]] = Field(
+        default_factory=dict,
+        description="The EV charging power (W) of meters where it is known, by meter id "
+        '(e.g. {"meter-7": 3600}): measured on a past charge, not a charger\'s nameplate (a car '
+        "may draw less). Used from the first reading instead of learnt from the meter's sessions.",
+    )
     metrics_host: str = "127.0.0.1"
     """Address of /metrics, /healthz, /readyz."""
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = any free port.")

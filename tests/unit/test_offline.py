@@ -1,4 +1,5 @@
-"""Offline mode: ``python -m edge_agent detect`` on CSV and Pleevi JSON Lines files."""
+"""Offline mode: ``python -m edge_agent detect`` on CSV and Pleevi JSON Lines files; and a known
+EV charging power, offline and in a running agent."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from edge_agent.agent import EdgeAgent
 from edge_agent.detector import DetectorConfig, MeterDetector
 from edge_agent.house import charging_power
+from edge_agent.metrics import EdgeMetrics
 from edge_agent.offline import detect
+from edge_agent.store import TRANSACTION, AgentStore
 from schemas.pleevi import Measurement
 from schemas.pleevi import TransactionState as S
 
@@ -349,3 +354,48 @@ def test_a_charging_power_that_is_not_an_evs_in_watts_is_refused(tmp_path, value
     assert out.returncode == 2
     assert "--charging-power" in out.stderr
     assert out.stdout == ""
+
+
+def running_agent(store: AgentStore, known: dict[str, float]) -> EdgeAgent:
+    """A running agent on ``store`` with ``EDGE_CHARGING_POWER_W`` = ``known``."""
+    metrics = EdgeMetrics(CollectorRegistry())
+    return EdgeAgent(site_id="s", store=store, metrics=metrics, charging_power_w=known)
+
+
+def agent_transactions(store_path: Path, rows, known: dict[str, float]) -> list[dict]:
+    """The transaction messages a running agent queues for meter "m"'s ``rows``."""
+    store = AgentStore(store_path)
+    try:
+        running_agent(store, known).process(("m", t.timestamp(), p, e) for t, p, e in rows)
+        queued = store.pending(0, 100_000)
+    finally:
+        store.close()
+    return [json.loads(q.payload) for q in queued if q.kind == TRANSACTION]
+
+
+def test_a_running_agent_told_its_meters_ev_power_knows_it_from_the_first_reading(tmp_path):
+    """A quiet first day, then the AC day above, read by a running agent. Without sessions to
+    learn the house's charging power from, it loses the charge among the AC's cycles; told it
+    (``EDGE_CHARGING_POWER_W``), it keeps it. The power told survives a restart (from the
+    settings, not the snapshot) and is never replaced by one learnt from sessions."""
+    rows = minutes(48, lambda m: ac_around_a_charge(m - 1440) if m >= 1440 else 0.0)
+    assert agent_transactions(tmp_path / "control.sqlite3", rows, {}) == []
+    told = agent_transactions(tmp_path / "told.sqlite3", rows, {"m": 3600.0})
+    assert [m["transactionState"] for m in told] == ["Started", "SuspendedEV", "Ended"]
+    ended = told[-1]
+    assert (ended["startTime"], ended["stopTime"]) == (
+        "2024-07-04T14:00:00Z",
+        "2024-07-04T15:40:00Z",
+    )
+    assert ended["evEnergy"] == pytest.approx(3600 * 100 / 60, rel=0.05)
+
+    for known, expected in (({"m": 3600.0}, 3600.0), ({}, None)):
+        store = AgentStore(tmp_path / "told.sqlite3")
+        try:
+            house = running_agent(store, known).detectors["m"].house
+            assert house.charging_w == expected
+            for _ in range(10):
+                house.learn_charging_power(7000.0)
+            assert house.charging_w == (expected or pytest.approx(7000.0))
+        finally:
+            store.close()
