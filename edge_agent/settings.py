@@ -10,7 +10,13 @@ from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edge_agent.actuators import ChargerBehaviour
+from edge_agent.detector import DetectorConfig
 from runtime.mqtt import MqttSettings
+
+# An EV's charging power as the detector bounds it (the CLI's ``--charging-power`` too).
+EvPower = Annotated[
+    float, Field(ge=DetectorConfig.min_ev_power_w, le=DetectorConfig.max_ev_power_w)
+]
 
 
 class SourceKind(StrEnum):
@@ -48,7 +54,7 @@ class EdgeSettings(BaseSettings):
     )
     heartbeat_s: float = Field(default=30.0, gt=0)
     """Status message interval."""
-    charging_power_w: dict[str, Annotated[float, Field(ge=1200, le=22_000)]] = Field(
+    charging_power_w: dict[str, EvPower] = Field(
         default_factory=dict,
         description="The EV charging power (W) of meters where it is known, by meter id "
         '(e.g. {"meter-7": 3600}): measured on a past charge, not a charger\'s nameplate (a car '
