@@ -92,7 +92,7 @@ from edge_agent.house import House, apart_in_the_day
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.17"
+DETECTOR_VERSION = "floor-step/1.18"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -538,6 +538,9 @@ class MeterDetector:
             if self._still_on(self.cand_rise, self.rise_samples):
                 self.earlier_rise, self.earlier_samples = self.cand_rise, self.rise_samples
             self.cand_rise, self.rise_samples = [t, *edge], []
+        elif self._completes_rise(p):
+            assert self.cand_rise is not None
+            self.cand_rise[1] += p - self.last_p
         if self.earlier_rise is not None:
             self.earlier_samples.append([excess, meter, house])
             # Judged once power settled: mid-fall, the first layer leaving looks the same.
@@ -920,6 +923,17 @@ class MeterDetector:
         if before is None or p - before < 0.5 * self.config.min_ev_power_w:
             return None
         return p - before, before - base
+
+    def _completes_rise(self, p: float) -> bool:
+        """The reading after a load rose on top of the candidate's carries the rest of its step:
+        a load switching on late in an interval shows most of its step in that interval's mean
+        and the rest in the next, too little to be judged a split edge (``_rising_edge``), but
+        enough to take its size for another load's (a 6.8 kW charger read as 5.3 kW)."""
+        rise = self.cand_rise
+        if rise is None or rise[0] != self.last_t:
+            return False
+        rest = p - self.last_p
+        return 0.0 < rest < 0.5 * rise[1]
 
     @staticmethod
     def _still_on(rise: list[float] | None, samples: list[list[float]]) -> bool:

@@ -1065,3 +1065,29 @@ def test_at_1_s_a_charge_soft_starting_just_after_another_load_is_not_a_ramp():
 
     _, out = run(trace(1, 4, loads))
     assert S.STARTED in states(out)
+
+
+@pytest.mark.parametrize("first_minute", [0.77, 1.0])
+def test_a_charger_rising_late_in_a_minute_on_top_of_a_load_is_followed_at_its_full_size(
+    first_minute,
+):
+    """A 4.5 kW water heater runs 40 min; 5 min in, the house's 6.85 kW charger switches on
+    late in a minute, so that minute's mean holds 77% of its step and the next minute the
+    rest. When the heater stops, what remains is the charger's, followed from its own edge.
+    Its first minute read alone (5.3 kW, 23% short) would not be taken for the load left
+    once the heater stops. Control: a charger switching on at a minute's start."""
+    heater = window(1, 1 + 40 / 60, 4500.0)
+    rise = T0 + 3600 + 5 * 60
+
+    def ev(t):
+        if rise <= t < rise + 60:
+            return first_minute * 6850.0
+        return 6850.0 if rise + 60 <= t < T0 + 3 * 3600 else 0.0
+
+    det = MeterDetector("m1", DetectorConfig())
+    det.house.charging_w = 6850.0
+    _, out = run(trace(60, 5, lambda t: heater(t) + ev(t)), detector=det)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(rise, abs=90)
+    assert out[-1].stop_time == pytest.approx(T0 + 3 * 3600, abs=90)
+    assert out[-1].ev_peak_power_w == pytest.approx(6850, rel=0.05)
