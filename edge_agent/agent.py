@@ -139,7 +139,7 @@ class EdgeAgent:
         if det is None:
             det = MeterDetector(asset, self._config, warms_up=True)
             det = self.detectors[asset] = self._knowing(det)
-        if det.last_t is not None and t <= det.last_t:
+        if det.seen_t is not None and t <= det.seen_t:
             self._metrics.readings.labels("dropped").inc()
             return False  # already seen (replay after restart) or out of order
         for tr in det.update(t, power, energy):

@@ -89,6 +89,7 @@ from enum import StrEnum
 from typing import Any
 
 from edge_agent.house import House, apart_in_the_day
+from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
@@ -99,6 +100,8 @@ _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 @dataclass(frozen=True)
 class DetectorConfig:
     min_ev_power_w: float = 1200.0
+    # Readings closer than this are judged as their means over it (``IntervalMean``).
+    mean_interval_s: float = 10.0
     max_ev_power_w: float = 22_000.0
     floor_window_s: float = 3600.0
     plateau_window_s: float = 900.0
@@ -285,6 +288,7 @@ class MeterDetector:
     lately: _RollingMin = field(init=False)  # power just before the reading (step test)
     held: _RollingMin = field(init=False)  # a session's lowest excess of the last half hour
     house: House = field(init=False)  # what it has learnt of the house behind the meter
+    means: IntervalMean = field(init=False)  # fast readings, averaged before they are judged
     # A running agent learns the house's charging power from its own sessions' powers (the
     # offline mode from the whole file).
     learns_house_power: bool = True
@@ -326,6 +330,7 @@ class MeterDetector:
         self.plateau = _RollingMin(self.config.plateau_window_s)
         self.lately = _RollingMin(self.config.step_window_s)
         self.held = _RollingMin(self.config.held_window_s)
+        self.means = IntervalMean(self.config.mean_interval_s)
 
     # ------------------------------------------------------------------ helpers
     def _max_gap(self) -> float:
@@ -384,14 +389,24 @@ class MeterDetector:
 
     # ------------------------------------------------------------------ main entry
     def update(self, t: float, power_w: float, energy_wh: float | None = None) -> list[Transition]:
-        """Feed one reading; returns the transitions it causes (usually none)."""
-        if self.last_t is not None and t <= self.last_t:
-            if t < self.last_t:
+        """Feed one reading; returns the transitions it causes (usually none). Readings closer
+        than ``mean_interval_s`` are judged as their means over it (``IntervalMean``)."""
+        seen = self.seen_t
+        if seen is not None and t <= seen:
+            if t < seen:
                 self.dropped_readings += 1
             return []
         if math.isnan(power_w):
             self.dropped_readings += 1
             return []
+        return [tr for r in self.means.add(t, power_w, energy_wh) for tr in self._reading(*r)]
+
+    @property
+    def seen_t(self) -> float | None:
+        """The time of the last reading fed (a mean may still be filling after it)."""
+        return self.means.last_t
+
+    def _reading(self, t: float, power_w: float, energy_wh: float | None) -> list[Transition]:
         if power_w <= -self.config.solar_export_w:  # not a meter's offset of a few watts
             self.house.saw_export(t)
         out: list[Transition] = []
@@ -1244,12 +1259,13 @@ class MeterDetector:
 
     def finish(self) -> list[Transition]:
         """End an open session at the last reading (end of an offline file)."""
+        out = [tr for r in self.means.flush() for tr in self._reading(*r)]
         s = self.session
         if s is None or self.last_t is None:
             self.phase = Phase.IDLE
-            return []
+            return out
         stop = s.low_since if self.phase is Phase.PAUSED and s.low_since else self.last_t
-        return [self._end(self.last_t, stop)]
+        return [*out, self._end(self.last_t, stop)]
 
     # ------------------------------------------------------------------ power limits
     def open_session(self) -> str | None:
@@ -1312,6 +1328,7 @@ class MeterDetector:
             "post_fall": self.post_fall,
             "post_ramped": self.post_ramped,
             "session": None if self.session is None else vars(self.session).copy(),
+            "means": self.means.snapshot(),
             **self.house.snapshot(),
         }
 
@@ -1343,4 +1360,8 @@ class MeterDetector:
         det.lately = _RollingMin(det.config.step_window_s, state.get("lately"))
         det.held = _RollingMin(det.config.held_window_s, state.get("held"))
         det.session = None if state["session"] is None else _Session(**state["session"])
+        if "means" in state:
+            det.means.restore(state["means"])
+        else:  # a snapshot from before readings were averaged: its last reading was judged
+            det.means.last_t = det.last_t
         return det

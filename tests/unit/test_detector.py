@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -1091,3 +1092,26 @@ def test_a_charger_rising_late_in_a_minute_on_top_of_a_load_is_followed_at_its_f
     assert out[0].start_time == pytest.approx(rise, abs=90)
     assert out[-1].stop_time == pytest.approx(T0 + 3 * 3600, abs=90)
     assert out[-1].ev_peak_power_w == pytest.approx(6850, rel=0.05)
+
+
+@pytest.mark.parametrize("seed", [1, 7])
+def test_a_charge_tapering_off_among_same_size_ac_cycles_is_found_at_1_s_through_flicker(seed):
+    """The charge of the test above read every second, with the flicker a second's reading
+    carries (80 W of noise, from a compressor and the supply): sample to sample it rebounds
+    by more than a taper may, and a tail is never flat. Judged reading by reading, the charge
+    is lost, or paused and run on into the AC's next cycle; averaged over 10 s
+    (``mean_interval_s``) before it is judged, its taper is found as at 1 min."""
+    ac = _ac_cycles(60, 360, 12, 18, 3500.0)
+    later = _ac_cycles(6 * 60 + 125, 600, 12, 18, 3500.0)
+    ev = _tapering_charge(6 * 60, 100, 20, 3600.0)
+    rng = random.Random(seed)
+    readings = [
+        (t, p + rng.gauss(0.0, 80.0), e)
+        for t, p, e in trace(1, 10, lambda t: ac(t) + later(t) + ev(t))
+    ]
+    _, out = run(readings)
+    assert states(out) == [S.STARTED, S.ENDED]
+    started, ended = out
+    assert started.start_time == pytest.approx(T0 + 6 * 3600, abs=60)
+    assert ended.stop_time == pytest.approx(T0 + 6 * 3600 + 120 * 60, abs=10 * 60)
+    assert ended.ev_energy_wh == pytest.approx(3600 * 100 / 60 + 2250 * 20 / 60, rel=0.08)
