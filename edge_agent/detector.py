@@ -399,6 +399,8 @@ class MeterDetector:
         if math.isnan(power_w):
             self.dropped_readings += 1
             return []
+        if self.means.passes(t):
+            return self._reading(t, power_w, energy_wh)
         return [tr for r in self.means.add(t, power_w, energy_wh) for tr in self._reading(*r)]
 
     @property

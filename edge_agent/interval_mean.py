@@ -29,6 +29,16 @@ class IntervalMean:
     count: int = 0
     last_t: float | None = None  # the last reading added
 
+    def passes(self, t: float) -> bool:
+        """A reading at ``t`` passes straight through (nothing is filling and it comes
+        ``interval_s`` or more after the last one), and is taken as added: the common case of
+        minute data, answered without building a list."""
+        last = self.last_t
+        if self.start is None and last is not None and t - last >= self.interval_s:
+            self.last_t = t
+            return True
+        return False
+
     def add(self, t: float, power_w: float, energy_wh: float | None) -> list[Reading]:
         """The means (and passed-through readings) that ``(t, power_w, energy_wh)`` completes,
         in time order; readings must come in time order. The first reading waits for the
