@@ -136,6 +136,7 @@ class DetectorConfig:
     max_resumes: int = 1
     level_drift: float = 1.03
     step_window_s: float = 120.0
+    soft_start_s: float = 60.0  # a charger reaches its power within a minute of switching on
     held_window_s: float = 30 * 60.0
     solar_memory_s: float = 48 * 3600.0
     solar_hours: int = 2
@@ -545,7 +546,10 @@ class MeterDetector:
         self.held.push(t, excess)
         edge = self._rising_edge(p, self.cand_base)
         self.cand_stacked += self._same_size_on_top(t, p, self.cand_base, edge)
-        if (
+        if self._rise_still_ramping(t, p):
+            assert self.cand_rise is not None
+            self.cand_rise[1] = p - self.cand_base - self.cand_rise[2]
+        elif (
             edge is not None
             and edge[0] >= cfg.min_ev_power_w
             and edge[1] >= cfg.min_ev_power_w / 2
@@ -940,6 +944,19 @@ class MeterDetector:
         if before is None or p - before < 0.5 * self.config.min_ev_power_w:
             return None
         return p - before, before - base
+
+    def _rise_still_ramping(self, t: float, p: float) -> bool:
+        """Power climbing further within ``soft_start_s`` of a load's rise on top of the
+        candidate's is that load's soft start, spread over readings finer than a minute (a
+        charger's at 10 s, from a tenth of its power): its whole step from before it is its
+        size, not each reading's part taken for a load of its own (a 7 kW charger read as the
+        2.9 kW of its first 10 s)."""
+        rise = self.cand_rise
+        if rise is None or self.last_t is None or p <= self.last_p:
+            return False
+        began, size, under = rise
+        within = self.last_t >= began and t - began < self.config.soft_start_s
+        return within and p - self.cand_base - under > size
 
     def _completes_rise(self, p: float) -> bool:
         """The reading after a load rose on top of the candidate's carries the rest of its step:

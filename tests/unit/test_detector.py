@@ -1115,3 +1115,25 @@ def test_a_charge_tapering_off_among_same_size_ac_cycles_is_found_at_1_s_through
     assert started.start_time == pytest.approx(T0 + 6 * 3600, abs=60)
     assert ended.stop_time == pytest.approx(T0 + 6 * 3600 + 120 * 60, abs=10 * 60)
     assert ended.ev_energy_wh == pytest.approx(3600 * 100 / 60 + 2250 * 20 / 60, rel=0.08)
+
+
+def test_a_chargers_soft_start_over_several_readings_is_one_rise_at_its_full_size():
+    """Read every 10 s, a 7 kW charger switching on over a water heater ramps from a tenth of
+    its power over 50 s, five readings. Each reading's part is not a load of its own: the rise
+    is its whole step, so that when the heater stops, what is left is known for the charger,
+    followed from its own start at its own power. Read as its first 10 s (1.17), the session
+    was dated from the heater's start at the heater's 4.5 kW, two thirds of its energy."""
+    heater = window(1, 1 + 40 / 60, 4500.0)
+    rise = T0 + 3600 + 5 * 60
+
+    def ev(t):
+        if rise <= t < rise + 50:
+            return 7000.0 * (0.1 + 0.9 * (t - rise) / 50)
+        return 7000.0 if rise + 50 <= t < T0 + 3 * 3600 else 0.0
+
+    _, out = run(trace(10, 5, lambda t: heater(t) + ev(t)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(rise, abs=30)
+    assert out[-1].stop_time == pytest.approx(T0 + 3 * 3600, abs=30)
+    assert out[-1].ev_peak_power_w == pytest.approx(7000, rel=0.03)
+    assert out[-1].ev_energy_wh == pytest.approx(7000 * 115 / 60, rel=0.03)
