@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.detector_accuracy [--houses 40] [--days 14] [--first-seed 40]
         [--solar] [--pool] [--hot-days] [--abrupt-ends] [--two-acs] [--variable-speed-ac]
-        [--ev-kw 3.3 4] [--live] [--known-charging-power] [--per-house]
+        [--ev-kw 3.3 4] [--live] [--known-charging-power] [--per-house] [--minutes 5 10]
 
 Households: half on the real UCI base load (with added hot-climate confounders), half synthetic;
 all with AC cycles, water heaters, dryers, ovens, ranges and well pumps; EV sessions' start hours
@@ -156,6 +156,14 @@ def main() -> None:
         "--per-house", action="store_true", help="also print each house's 1 min score"
     )
     parser.add_argument(
+        "--minutes",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="M",
+        help="also score these resolutions, in minutes (e.g. 5, as many AMI meters report)",
+    )
+    parser.add_argument(
         "--data", type=Path, default=DATA, help="the real base loads and sessions (shared/data)"
     )
     args = parser.parse_args()
@@ -175,6 +183,7 @@ def main() -> None:
         ("1 s", 1, args.houses_1s),
         ("1 min", 60, args.houses),
         ("15 min", 900, args.houses),
+        *((f"{m:g} min", round(m * 60), args.houses) for m in args.minutes),
     ):
         if houses == 0:
             continue  # an empty run would print a meaningless perfect score

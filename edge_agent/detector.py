@@ -152,7 +152,10 @@ class DetectorConfig:
     taper_window_s: float = 45 * 60.0
     taper_flat_s: float = 5 * 60.0
     taper_rebound: float = 0.06
-    coarse_interval_s: float = 5 * 60.0
+    # Readings this far apart blur a compressor's cycles into interval means (its off times
+    # of 5-30 min no longer fill whole intervals); at 5 min they still do, under its level,
+    # and a charge with an AC cycling on top in whole intervals is not a duty cycle.
+    coarse_interval_s: float = 10 * 60.0
     coarse_steadiness: float = 0.6
     # The house's own charging power (``House.charging_w``), learnt from this many
     # sessions: offline from a whole file's (``offline._of_the_households_ev``), live from the

@@ -1137,3 +1137,18 @@ def test_a_chargers_soft_start_over_several_readings_is_one_rise_at_its_full_siz
     assert out[-1].stop_time == pytest.approx(T0 + 3 * 3600, abs=30)
     assert out[-1].ev_peak_power_w == pytest.approx(7000, rel=0.03)
     assert out[-1].ev_energy_wh == pytest.approx(7000 * 115 / 60, rel=0.03)
+
+
+def test_at_5_min_a_charge_with_an_ac_cycling_on_top_in_whole_intervals_is_found():
+    """Read as 5-min means, a 3.5 kW charge runs 3.5 h while a 3 kW AC cycles 15 min on, 15
+    off on top of it: the AC's cycles show as whole intervals, and the charge's means hold its
+    level under them. Its lowest interval is half its upper quartile, which at 15 min shows a
+    compressor's duty cycle; at 5 min a compressor's off time fills whole intervals under its
+    level, and it is judged as at 1 min, not taken for one (a 5-min interval is not coarse)."""
+    ac = _ac_cycles(60, 480, 15, 15, 3000.0)
+    ev = window(110 / 60, 320 / 60, 3500.0)  # on and off while the AC is off
+    _, out = run(trace(300, 10, _interval_means(lambda t: ac(t) + ev(t), 300)))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 110 * 60, abs=300)
+    assert out[-1].stop_time == pytest.approx(T0 + 320 * 60, abs=300)
+    assert out[-1].ev_energy_wh == pytest.approx(3.5 * 3500, rel=0.08)
