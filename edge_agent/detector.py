@@ -798,6 +798,8 @@ class MeterDetector:
             return False
         body = self.cand_sorted  # the first, partial interval left out
         upper = body[3 * len(body) // 4] if body else 0.0
+        if body and self.house.at_charging_power(body[0]):
+            return False
         return len(body) >= 3 and body[0] < self.config.coarse_steadiness * upper
 
     def _add_excess(self, excess: float) -> None:

@@ -1152,3 +1152,24 @@ def test_at_5_min_a_charge_with_an_ac_cycling_on_top_in_whole_intervals_is_found
     assert out[0].start_time == pytest.approx(T0 + 110 * 60, abs=300)
     assert out[-1].stop_time == pytest.approx(T0 + 320 * 60, abs=300)
     assert out[-1].ev_energy_wh == pytest.approx(3.5 * 3500, rel=0.08)
+
+
+@pytest.mark.parametrize("house_w", [None, 3500.0])
+def test_at_15_min_a_charge_at_the_houses_power_with_an_ac_on_top_is_not_a_duty_cycle(house_w):
+    """Read as 15-min means, a 3.5 kW charge runs 4 h while a 4 kW AC cycles 15 min on, 15 off
+    on top of it: its means swing between 3.5 and 7.5 kW, as a compressor's rise and fall with
+    its duty cycle. Knowing the house charges at 3.5 kW, a candidate whose lowest interval is
+    that power is the charger with a load on top: found. Not knowing it, the swing is all the
+    detector has, and it is not. Control: the AC alone (test above) is still no charge."""
+    ac = _ac_cycles(60, 540, 15, 15, 4000.0)
+    ev = window(2, 6, 3500.0)
+    det = MeterDetector("m1", DetectorConfig())
+    det.house.charging_w = house_w
+    _, out = run(trace(900, 10, _interval_means(lambda t: ac(t) + ev(t), 900)), detector=det)
+    assert (sessions(out) == [S.STARTED, S.ENDED]) is (house_w is not None)
+    det = MeterDetector("m1", DetectorConfig())
+    det.house.charging_w = house_w
+    _, out = run(
+        trace(900, 10, _interval_means(_ac_cycles(60, 480, 20, 10, 4000.0), 900)), detector=det
+    )
+    assert S.STARTED not in states(out)
