@@ -32,7 +32,8 @@ How it separates the EV from the house:
   readings or more (a charger ramping its current down at its limit) is not undone by a load
   of its size coming back.
 * At coarse resolution (``coarse_interval_s``) a candidate whose interval means rise and fall
-  with a duty cycle is a compressor: a charger's means hold its level.
+  with a duty cycle is a compressor: a charger's means hold its level (unless its lowest
+  interval is the house's charging power: that charger, a load cycling on top).
 * While charging, EV power = excess over the pre-session floor, capped near the session's
   confirmed level (``level_drift``), so appliances riding on top of the EV are not counted;
   once a load on top switches off for a while, the steady level left shows the EV's own
@@ -793,7 +794,9 @@ class MeterDetector:
     def _duty_cycling(self) -> bool:
         """At coarse resolution a compressor's cycles blur into interval means that rise and
         fall with its duty cycle; a charger's means hold its level (loads on top only add).
-        A candidate whose lowest full interval falls well below its upper quartile is cycling."""
+        A candidate whose lowest full interval falls well below its upper quartile is cycling,
+        unless that lowest interval is the house's charging power (once known): the charger,
+        with the AC cycling on top of it in whole intervals."""
         if self.interval_s < self.config.coarse_interval_s:
             return False
         body = self.cand_sorted  # the first, partial interval left out
