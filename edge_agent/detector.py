@@ -551,8 +551,7 @@ class MeterDetector:
         edge = self._rising_edge(p, self.cand_base)
         self.cand_stacked += self._same_size_on_top(t, p, self.cand_base, edge)
         if self._rise_still_ramping(t, p):
-            assert self.cand_rise is not None
-            self.cand_rise[1] = p - self.cand_base - self.cand_rise[2]
+            self._take_rise_whole(p)
         elif (
             edge is not None
             and edge[0] >= cfg.min_ev_power_w
@@ -564,8 +563,7 @@ class MeterDetector:
                 self.earlier_rise, self.earlier_samples = self.cand_rise, self.rise_samples
             self.cand_rise, self.rise_samples = [t, *edge], []
         elif self._completes_rise(p):
-            assert self.cand_rise is not None
-            self.cand_rise[1] += p - self.last_p
+            self._take_rise_whole(p)
         if self.earlier_rise is not None:
             self.earlier_samples.append([excess, meter, house])
             # Judged once power settled: mid-fall, the first layer leaving looks the same.
@@ -800,10 +798,9 @@ class MeterDetector:
         if self.interval_s < self.config.coarse_interval_s:
             return False
         body = self.cand_sorted  # the first, partial interval left out
-        upper = body[3 * len(body) // 4] if body else 0.0
-        if body and self.house.at_charging_power(body[0]):
+        if len(body) < 3 or self.house.at_charging_power(body[0]):
             return False
-        return len(body) >= 3 and body[0] < self.config.coarse_steadiness * upper
+        return body[0] < self.config.coarse_steadiness * body[3 * len(body) // 4]
 
     def _add_excess(self, excess: float) -> None:
         # The first reading is a partial edge; the sorted body gives the level in O(1) (at
@@ -976,6 +973,12 @@ class MeterDetector:
             return False
         rest = p - self.last_p
         return 0.0 < rest < 0.5 * rise[1]
+
+    def _take_rise_whole(self, p: float) -> None:
+        """The load that rose on top of the candidate's is all of its step up to ``p``: from the
+        power before it rose (the candidate's base and the layer under it) to now."""
+        assert self.cand_rise is not None
+        self.cand_rise[1] = p - self.cand_base - self.cand_rise[2]
 
     @staticmethod
     def _still_on(rise: list[float] | None, samples: list[list[float]]) -> bool:

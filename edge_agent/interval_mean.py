@@ -43,13 +43,14 @@ class IntervalMean:
         """The means (and passed-through readings) that ``(t, power_w, energy_wh)`` completes,
         in time order; readings must come in time order. The first reading waits for the
         second: only then is the meter's pace known."""
-        gap = None if self.last_t is None else t - self.last_t
+        if self.passes(t):
+            return [(t, power_w, energy_wh)]
+        slow = self.last_t is not None and t - self.last_t >= self.interval_s
         self.last_t = t
-        slow = gap is not None and gap >= self.interval_s
         out: list[Reading] = []
         if self.start is not None and (slow or t - self.start >= self.interval_s):
             out = self.flush()
-        if slow:
+        if slow:  # the meter slowed down: the mean it was filling ends, this one passes
             out.append((t, power_w, energy_wh))
             return out
         if self.start is None:
@@ -67,13 +68,8 @@ class IntervalMean:
         return [mean]
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "start": self.start,
-            "register": self.register,
-            "power_sum": self.power_sum,
-            "count": self.count,
-            "last_t": self.last_t,
-        }
+        """Its state (the interval is the detector's setting, not state)."""
+        return {name: value for name, value in vars(self).items() if name != "interval_s"}
 
     def restore(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
