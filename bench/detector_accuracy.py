@@ -21,7 +21,10 @@ with ``--pool`` a third of the hot-climate houses have a pool pump on a daily ti
 from __future__ import annotations
 
 import argparse
+import csv
+import math
 import time
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +58,10 @@ def detected_intervals(
     """Sessions found by the offline mode, or (``live``) by the agent's detector reading by
     reading, without the offline mode's look at the whole file; either told the EV's
     ``charging_power_w``, if given."""
-    readings = [
-        (trace.asset_id, float(t), float(p), float(e))
+    readings: list[tuple[str, float, float, float | None]] = [
+        (trace.asset_id, float(t), float(p), None if math.isnan(e) else float(e))
         for t, p, e in zip(trace.times, trace.power_w, trace.energy_wh, strict=True)
-    ]
+    ]  # a trace without an energy register (NaN) gives the detector none
     if live:
         det = MeterDetector(trace.asset_id, config, warms_up=True)  # as the agent meets a meter
         if charging_power_w is not None:
@@ -104,6 +107,31 @@ def pooled(scores: list[tuple[list[Interval], list[Interval]]]) -> Score:
     return score(truth, found)
 
 
+# A home energy monitor's circuit export, as ``bench.labelled_accuracy`` reads it by default.
+CIRCUIT_COLUMNS = ("meter", "timestamp", "power_w", "ev_power_w")
+
+
+def write_circuit_export(
+    path: Path,
+    traces: list[Trace],
+    *,
+    unit_w: float = 1.0,
+    zone: tzinfo = UTC,
+    columns: tuple[str, str, str, str] = CIRCUIT_COLUMNS,
+) -> None:
+    """Traces as a home energy monitor exports its circuits: meter id, time (ISO 8601 in
+    ``zone``), the whole house's power and the EV circuit's (in W, or kW with ``unit_w``
+    1000): labelled data for ``bench.labelled_accuracy``."""
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(columns)
+        for trace in traces:
+            assert trace.ev_power_w is not None
+            for t, p, ev in zip(trace.times, trace.power_w, trace.ev_power_w, strict=True):
+                stamp = datetime.fromtimestamp(float(t), zone).isoformat(sep=" ")
+                out.writerow([trace.asset_id, stamp, f"{p / unit_w:.4f}", f"{ev / unit_w:.4f}"])
+
+
 def fmt(name: str, s: Score) -> str:
     return (
         f"| {name} | {s.true_sessions} | {s.detected} | {s.precision:.3f} | {s.recall:.3f} "
@@ -118,7 +146,7 @@ def ev_power(trace: Trace) -> float | None:
     return float(np.median(levels)) if levels else None
 
 
-def fmt_house(seed: int, trace: Trace, s: Score) -> str:
+def fmt_house(seed: int | str, trace: Trace, s: Score) -> str:
     power = ev_power(trace)
     kw = f"{power / 1000:.1f}" if power is not None else "-"
     return f"| {seed} | {kw} | {s.true_sessions} | {s.detected} | {s.matched} | {s.f1:.2f} |"
@@ -164,6 +192,13 @@ def main() -> None:
         help="also score these resolutions, in minutes (e.g. 5, as many AMI meters report)",
     )
     parser.add_argument(
+        "--export-circuits",
+        type=Path,
+        metavar="FILE",
+        help="also write the 1 min traces as a circuit export (house + EV circuit, W) for "
+        "bench.labelled_accuracy --meter-column meter",
+    )
+    parser.add_argument(
         "--data", type=Path, default=DATA, help="the real base loads and sessions (shared/data)"
     )
     args = parser.parse_args()
@@ -179,6 +214,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     house_rows: list[str] = []
+    exported: list[Trace] = []
     for label, resolution, houses in (
         ("1 s", 1, args.houses_1s),
         ("1 min", 60, args.houses),
@@ -210,10 +246,14 @@ def main() -> None:
             naive.append((truth, threshold_baseline(trace)))
             if args.per_house and resolution == 60:
                 house_rows.append(fmt_house(seed, trace, score(truth, found)))
+            if args.export_circuits and resolution == 60:
+                exported.append(trace)
         print(fmt(f"{label} (detector)", pooled(ours)))
         print(fmt(f"{label} (threshold baseline)", pooled(naive)))
         took = time.perf_counter() - began
         print(f"<!-- {label}: {scored} houses x {args.days} days in {took:.1f} s -->")
+    if args.export_circuits:
+        write_circuit_export(args.export_circuits, exported)
     if house_rows:
         print("\n| house | EV kW | sessions | detected | matched | F1 |")
         print("|---|---|---|---|---|---|")

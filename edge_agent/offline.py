@@ -51,7 +51,7 @@ Reading = tuple[str, float, float, float | None]
 """(asset id, epoch seconds, power W, register Wh or None)."""
 
 
-def _epoch(text: str, line: int, assume_tz: tzinfo | None) -> float:
+def parse_timestamp(text: str, line: int, assume_tz: tzinfo | None) -> float:
     try:
         stamp = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -78,7 +78,7 @@ def read_csv(stream: TextIO, asset_id: str, assume_tz: tzinfo | None = None) -> 
     for number, row in enumerate(reader, start=2):
         if len(row) <= at or not row[at].strip():
             continue
-        t = _epoch(row[at], number, assume_tz)
+        t = parse_timestamp(row[at], number, assume_tz)
         power_text = row[pw].strip() if len(row) > pw else ""
         energy_text = row[en].strip() if en is not None and len(row) > en else ""
         try:
