@@ -94,7 +94,7 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.18"
+DETECTOR_VERSION = "floor-step/1.19"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -134,6 +134,11 @@ class DetectorConfig:
     stack_tolerance: float = 0.2
     stack_min_s: float = 10 * 60.0  # an AC cycle; a dryer's or oven's heater cycles are shorter
     stack_min_count: int = 2
+    # Two loads within this share of one size, one risen on top of the other: which of them
+    # switched off is told by how long each ran against its size's runs (a few percent of
+    # size is base-load noise), each run's length judged with this slack.
+    same_size_tolerance: float = 0.15
+    run_slack: float = 0.15
     max_resumes: int = 1
     level_drift: float = 1.03
     step_window_s: float = 120.0
@@ -1000,14 +1005,38 @@ class MeterDetector:
         # Judged once power has settled after the fall: mid-fall, a load switching off
         # mid-interval leaves a partial level that could match anything.
         drop = self.prev_p - p
-        tol = self.config.cycle_tolerance
-        return (
+        cfg = self.config
+        if not (
             abs(self.last_p - p) <= 0.1 * excess
-            and drop >= 0.5 * self.config.min_ev_power_w
-            and abs(drop - under) < abs(drop - size)
-            and abs(excess - size) <= tol * size
-            and abs(excess - size) < abs(excess - under)
-        )
+            and drop >= 0.5 * cfg.min_ev_power_w
+            and abs(excess - size) <= cfg.cycle_tolerance * size
+        ):
+            return False
+        same_size = abs(size - under) <= cfg.same_size_tolerance * size
+        runs = self._run_lengths_near(t, size) if same_size else None
+        if runs is not None:
+            # Two loads of about one size: which left is told by how long each ran, not by a
+            # few percent of size. Of a run as long as its size's runs at this time of day and
+            # one that is not, the first is the cycler switching off: an AC's cycle over a
+            # charge, or the cycle a charge began under.
+            lo, hi = runs[0] / (1 + cfg.run_slack), runs[1] * (1 + cfg.run_slack)
+            first, later = t - self.cand_start, t - rise[0]
+            if first > hi and lo <= later <= hi:
+                return False
+            if later < lo <= first <= hi:
+                return True
+        return abs(drop - under) < abs(drop - size) and abs(excess - size) < abs(excess - under)
+
+    def _run_lengths_near(self, t: float, size: float) -> tuple[float, float] | None:
+        """The shortest and longest remembered runs of a load of ``size`` that began at about
+        this time of day (``outlast_margin_s``), if a few did (``cycle_min_count``)."""
+        margin = self.config.outlast_margin_s
+        near = [
+            c[2]
+            for c in self.house.cycles_of_size(size)
+            if len(c) > 2 and apart_in_the_day(c[0] - c[2], t) <= margin
+        ]
+        return (min(near), max(near)) if len(near) >= self.config.cycle_min_count else None
 
     def _reanchor(self, t: float, now: float) -> None:
         assert self.cand_rise is not None

@@ -450,6 +450,27 @@ def test_ev_plugged_in_while_the_ac_ran_is_followed_though_an_oven_rose_over_bot
     assert out[-1].ev_peak_power_w == pytest.approx(3600, rel=0.05)
 
 
+def _minute_means(load):
+    """``load(t)`` sampled every 10 s and averaged over each minute, as a meter's 1-min means:
+    a load switching off mid-minute shows part of its step in that minute."""
+    return lambda t: sum(load(t + s) for s in range(0, 60, 10)) / 6
+
+
+@pytest.mark.parametrize(("ac_w", "ev_w"), [(3600.0, 3450.0), (3600.0, 3600.0)])
+def test_a_charge_plugged_in_during_a_same_size_acs_cycle_starts_at_its_own_edge(ac_w, ev_w):
+    """The AC has cycled all day (15.5 min on, 19.5 off); the EV, of about its size, is plugged
+    in 2.5 min before one of its cycles ends mid-minute. A fall split over two minutes reads
+    smaller than either load, so their sizes cannot tell which left; their run lengths can:
+    the first load ran as long as the AC's cycles, the later one far less. The session starts
+    at the EV's edge, not the AC's (1.18 started it 13 min early, with the AC's cycle)."""
+    ac = _ac_cycles(60, 600, 15.5, 19.5, ac_w)
+    ev = window(5.3, 8.5, ev_w)
+    _, out = run(trace(60, 11, _minute_means(lambda t: ac(t) + ev(t))))
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 5.3 * 3600, abs=60)
+    assert out[-1].stop_time == pytest.approx(T0 + 8.5 * 3600, abs=60)
+
+
 def test_a_compressor_switching_off_and_on_is_not_one_long_session():
     """Long afternoon AC cycles (50 min on, 10 off) on a first day, before any cycle memory:
     at most one pause is taken as an EV's, so the cycles are not chained into one session
