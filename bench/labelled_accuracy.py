@@ -1,7 +1,7 @@
 """Detector accuracy on real labelled data: whole-house power with the EV's own circuit beside it.
 
     .venv/bin/python -m bench.labelled_accuracy --input FILE [--timezone TZ]
-        [--time-column timestamp] [--house-column power_w] [--ev-column ev_power_w]
+        [--time-column timestamp] [--house-column power_w] [--ev-column ev_power_w ...]
         [--meter-column COLUMN] [--unit W|kW] [--ev-on-w 500] [--merge-gap-min 30]
         [--min-session-min 10] [--per-meter]
 
@@ -10,8 +10,10 @@ house's power and the EV circuit's power (a home energy monitor's sub-circuit ex
 for a file of several homes, a meter id column. A circuit export in kW with a meter column,
 local time with its offset (``2018-06-01 00:00:00-05``):
 
-    --time-column localminute --house-column grid --ev-column car1 --meter-column dataid \\
+    --time-column localminute --house-column grid --ev-column car1 car2 --meter-column dataid \\
         --unit kW
+
+(a home with two cars has a circuit for each: every circuit's sessions are true sessions).
 
 The EV circuit gives the true sessions: it draws ``--ev-on-w`` or more, its stops of up to
 ``--merge-gap-min`` are pauses within one session, and a session shorter than
@@ -56,11 +58,15 @@ _UNITS = {"W": 1.0, "kW": 1000.0}
 
 @dataclass
 class _Columns:
-    """One meter's readings as read, in file order."""
+    """One meter's readings as read, in file order: each EV circuit's power in its own array."""
 
+    circuits: int
     times: array[float] = field(default_factory=lambda: array("d"))
     house_w: array[float] = field(default_factory=lambda: array("d"))
-    ev_w: array[float] = field(default_factory=lambda: array("d"))
+    ev_w: list[array[float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ev_w = [array("d") for _ in range(self.circuits)]
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ def read_labelled(
     *,
     time_column: str = "timestamp",
     house_column: str = "power_w",
-    ev_column: str = "ev_power_w",
+    ev_columns: Sequence[str] = ("ev_power_w",),
     meter_column: str | None = None,
     unit: str = "W",
     assume_tz: tzinfo | None = None,
@@ -131,43 +137,47 @@ def read_labelled(
     merge_gap_s: float = 30 * 60.0,
     min_s: float = 10 * 60.0,
 ) -> dict[str, LabelledMeter]:
-    """Each meter's readings and true sessions. A row without the house's power is a missing
-    reading (the detector bridges or ends across the gap, as with any meter's); a repeated
-    timestamp keeps its first row. Raises ``InputError`` (with the line) for what cannot be
-    read, and for power that is plainly not in ``unit``."""
+    """Each meter's readings and true sessions: each EV circuit's (a home with two cars has
+    two), together. A row without the house's power is a missing reading (the detector bridges
+    or ends across the gap, as with any meter's); a repeated timestamp keeps its first row.
+    Raises ``InputError`` (with the line) for what cannot be read, and for power that is
+    plainly not in ``unit``."""
     scale = _UNITS[unit]
     columns: dict[str, _Columns] = {}
     missing: dict[str, int] = {}
     with path.open(encoding="utf-8-sig", newline="") as stream:
         reader = csv.reader(stream)
         header = [h.strip() for h in next(reader, None) or []]
-        wanted = [time_column, house_column, ev_column] + ([meter_column] if meter_column else [])
+        wanted = [time_column, house_column, *ev_columns, *([meter_column] if meter_column else [])]
         absent = [name for name in wanted if name not in header]
         if absent:
             raise InputError(1, f"no column {', '.join(absent)} in the header ({header})")
-        at, house, ev = (header.index(name) for name in wanted[:3])
+        at, house = header.index(time_column), header.index(house_column)
+        evs = [header.index(name) for name in ev_columns]
         meter_at = header.index(meter_column) if meter_column else None
+        needed = max(at, house, *evs, -1 if meter_at is None else meter_at)
         for number, row in enumerate(reader, start=2):
-            if len(row) <= max(at, house, ev) or not row[at].strip():
+            if len(row) <= needed or not row[at].strip():
                 continue
-            house_text, ev_text = row[house].strip(), row[ev].strip()
+            house_text, ev_texts = row[house].strip(), [row[k].strip() for k in evs]
             if not house_text:
                 continue
             meter = row[meter_at].strip() if meter_at is not None else path.stem
             try:
                 house_w = float(house_text) * scale
-                ev_w = float(ev_text) * scale if ev_text else 0.0
+                ev_w = [float(text) * scale if text else 0.0 for text in ev_texts]
             except ValueError:
                 raise InputError(
-                    number, f"{house_column}/{ev_column} not numbers: {house_text!r}, {ev_text!r}"
+                    number, f"power not numbers: {house_text!r}, {', '.join(map(repr, ev_texts))}"
                 ) from None
-            if not (math.isfinite(house_w) and math.isfinite(ev_w)):
-                raise InputError(number, f"{house_column}/{ev_column} not finite")
-            cols = columns.setdefault(meter, _Columns())
+            if not all(map(math.isfinite, [house_w, *ev_w])):
+                raise InputError(number, "power not finite")
+            cols = columns.setdefault(meter, _Columns(len(evs)))
             cols.times.append(parse_timestamp(row[at], number, assume_tz))
             cols.house_w.append(house_w)
-            cols.ev_w.append(ev_w)
-            missing[meter] = missing.get(meter, 0) + (not ev_text)
+            for circuit, watts in zip(cols.ev_w, ev_w, strict=True):
+                circuit.append(watts)
+            missing[meter] = missing.get(meter, 0) + sum(not text for text in ev_texts)
     meters = {}
     for meter, cols in columns.items():
         times = np.asarray(cols.times)
@@ -176,15 +186,25 @@ def read_labelled(
         first = np.concatenate([[True], np.diff(times) > 0])  # a repeated timestamp: its first
         times = times[first]
         house_w = np.asarray(cols.house_w)[order][first]
-        ev_w = np.asarray(cols.ev_w)[order][first]
         if len(times) > 1 and np.abs(house_w).max() < _PLAUSIBLE_HOUSE_W:
             raise InputError(
                 1,
                 f"meter {meter}: {house_column} never reaches {_PLAUSIBLE_HOUSE_W:.0f} {unit} "
                 "converted to W: is it in kW (pass --unit kW)?",
             )
-        sessions = circuit_sessions(times, ev_w, on_w=on_w, merge_gap_s=merge_gap_s, min_s=min_s)
-        trace = Trace(meter, times, house_w, np.full(len(times), np.nan), sessions, ev_w)
+        circuits = [np.asarray(ev)[order][first] for ev in cols.ev_w]
+        sessions = sorted(
+            (
+                session
+                for ev_w in circuits
+                for session in circuit_sessions(
+                    times, ev_w, on_w=on_w, merge_gap_s=merge_gap_s, min_s=min_s
+                )
+            ),
+            key=lambda session: session.start,
+        )
+        ev_total = np.sum(circuits, axis=0)
+        trace = Trace(meter, times, house_w, np.full(len(times), np.nan), sessions, ev_total)
         meters[meter] = LabelledMeter(trace, missing[meter])
     return meters
 
@@ -217,7 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timezone", help="IANA zone for timestamps without a UTC offset")
     parser.add_argument("--time-column", default="timestamp")
     parser.add_argument("--house-column", default="power_w", help="the whole house's power")
-    parser.add_argument("--ev-column", default="ev_power_w", help="the EV circuit's power")
+    parser.add_argument(
+        "--ev-column",
+        nargs="+",
+        default=["ev_power_w"],
+        help="the EV circuit's power (a column per car: each circuit's sessions are truth)",
+    )
     parser.add_argument("--meter-column", help="a meter id column, for a file of several homes")
     parser.add_argument("--unit", choices=sorted(_UNITS), default="W", help="of both powers")
     parser.add_argument("--ev-on-w", type=float, default=500.0, help="the circuit is charging")
@@ -234,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.input,
             time_column=args.time_column,
             house_column=args.house_column,
-            ev_column=args.ev_column,
+            ev_columns=args.ev_column,
             meter_column=args.meter_column,
             unit=args.unit,
             assume_tz=zone,

@@ -57,7 +57,7 @@ def test_a_circuit_export_in_kw_at_local_time_scores_as_the_benchmark_does(
         export,
         time_column="localminute",
         house_column="grid",
-        ev_column="car1",
+        ev_columns=["car1"],
         meter_column="dataid",
         unit="kW",
     )
@@ -114,10 +114,10 @@ def test_kw_read_as_watts_or_a_missing_column_is_a_clear_error(
     _write_pecan_style(export, _houses(), kw=True, zone=UTC)
     with pytest.raises(InputError, match="--unit kW"):
         read_labelled(
-            export, time_column="localminute", house_column="grid", ev_column="car1", unit="W"
+            export, time_column="localminute", house_column="grid", ev_columns=["car1"], unit="W"
         )
     with pytest.raises(InputError, match="no column car2"):
-        read_labelled(export, time_column="localminute", house_column="grid", ev_column="car2")
+        read_labelled(export, time_column="localminute", house_column="grid", ev_columns=["car2"])
     assert main(["--input", str(export), "--time-column", "localminute"]) == 2
     assert "no column power_w, ev_power_w" in capsys.readouterr().err
 
@@ -144,3 +144,26 @@ def test_the_benchmarks_own_export_reads_with_the_defaults(tmp_path: Path) -> No
         read = meters[trace.asset_id].trace
         np.testing.assert_array_equal(read.times, trace.times)
         assert len(read.sessions) == len(trace.sessions)
+
+
+def test_a_home_with_two_cars_has_each_circuits_sessions(tmp_path: Path) -> None:
+    """Two EV circuits: each one's charges are true sessions, overlapping or not; an empty cell
+    (a circuit not logged that minute) counts as not charging and is counted."""
+    export = tmp_path / "two_cars.csv"
+    start = datetime(2024, 7, 1, tzinfo=UTC)
+    rows = ["timestamp,power_w,car1,car2"]
+    for minute in range(12 * 60):
+        car1 = 7000.0 if 60 <= minute < 240 else 0.0
+        car2 = 3600.0 if 180 <= minute < 420 else 0.0
+        cell = "" if minute == 500 else f"{car2:.0f}"
+        stamp = (start + timedelta(minutes=minute)).isoformat()
+        rows.append(f"{stamp},{500 + car1 + car2:.0f},{car1:.0f},{cell}")
+    export.write_text("\n".join(rows) + "\n")
+    meters = read_labelled(export, ev_columns=["car1", "car2"])
+    labelled = meters["two_cars"]
+    t0 = start.timestamp()
+    spans = [(s.start - t0, s.end - t0) for s in labelled.trace.sessions]
+    assert spans == [(3600.0, 14_400.0), (10_800.0, 25_200.0)]
+    assert labelled.ev_missing == 1
+    assert labelled.trace.ev_power_w is not None
+    assert labelled.trace.ev_power_w.max() == 10_600.0  # both circuits, summed
