@@ -23,7 +23,9 @@ How it separates the EV from the house:
   ``stack_min_s``, an AC's cycle): an AC does not cycle on top of itself. If the load a
   candidate began with switches off while a later one remains (an EV plugged in while the AC
   ran), the candidate follows the later one, though a third load rose over both and left
-  since (an oven's element over the AC and the EV). A held-back
+  since (an oven's element over the AC and the EV). Of two loads of about one size
+  (``same_size_tolerance``), which switched off is told by how long each ran against the
+  runs of that size remembered at this time of day, not by a few percent of size. A held-back
   candidate whose excess then tapers off over minutes is an EV (a filling battery winds its
   charge down; an appliance stops in a step). So is one whose own *trend* (the sum of its small
   changes, other loads' steps left out) wound down by most of its level and went flat, though
