@@ -48,11 +48,9 @@ from bench.detector_accuracy import (
 )
 from bench.scoring import Interval, Score, score
 from edge_agent.detector import DetectorConfig
-from edge_agent.offline import InputError, parse_timestamp
+from edge_agent.offline import PLAUSIBLE_HOUSE_W, InputError, parse_timestamp
 from edge_agent.simulator import GroundTruthSession, Trace
 
-# A whole house draws more than this at some time of any day; a file that never does is in kW.
-_PLAUSIBLE_HOUSE_W = 50.0
 _UNITS = {"W": 1.0, "kW": 1000.0}
 
 
@@ -60,13 +58,9 @@ _UNITS = {"W": 1.0, "kW": 1000.0}
 class _Columns:
     """One meter's readings as read, in file order: each EV circuit's power in its own array."""
 
-    circuits: int
+    ev_w: list[array[float]]
     times: array[float] = field(default_factory=lambda: array("d"))
     house_w: array[float] = field(default_factory=lambda: array("d"))
-    ev_w: list[array[float]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.ev_w = [array("d") for _ in range(self.circuits)]
 
 
 @dataclass(frozen=True)
@@ -172,7 +166,9 @@ def read_labelled(
                 ) from None
             if not all(map(math.isfinite, [house_w, *ev_w])):
                 raise InputError(number, "power not finite")
-            cols = columns.setdefault(meter, _Columns(len(evs)))
+            cols = columns.get(meter)
+            if cols is None:
+                cols = columns[meter] = _Columns([array("d") for _ in evs])
             cols.times.append(parse_timestamp(row[at], number, assume_tz))
             cols.house_w.append(house_w)
             for circuit, watts in zip(cols.ev_w, ev_w, strict=True):
@@ -186,10 +182,10 @@ def read_labelled(
         first = np.concatenate([[True], np.diff(times) > 0])  # a repeated timestamp: its first
         times = times[first]
         house_w = np.asarray(cols.house_w)[order][first]
-        if len(times) > 1 and np.abs(house_w).max() < _PLAUSIBLE_HOUSE_W:
+        if len(times) > 1 and np.abs(house_w).max() < PLAUSIBLE_HOUSE_W:
             raise InputError(
                 1,
-                f"meter {meter}: {house_column} never reaches {_PLAUSIBLE_HOUSE_W:.0f} {unit} "
+                f"meter {meter}: {house_column} never reaches {PLAUSIBLE_HOUSE_W:.0f} {unit} "
                 "converted to W: is it in kW (pass --unit kW)?",
             )
         circuits = [np.asarray(ev)[order][first] for ev in cols.ev_w]

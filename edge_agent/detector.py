@@ -890,11 +890,7 @@ class MeterDetector:
         ):
             return False
         cfg = self.config
-        # (began, lasted) of each cycle of its size; one remembered without its length is long.
-        runs = [
-            (c[0] - c[2], c[2]) if len(c) > 2 else (c[0], math.inf)
-            for c in self.house.cycles_of_size(level)
-        ]
+        runs = self.house.runs_of_size(level)
         near = [
             lasted
             for began, lasted in runs
@@ -1034,9 +1030,9 @@ class MeterDetector:
         this time of day (``outlast_margin_s``), if a few did (``cycle_min_count``)."""
         margin = self.config.outlast_margin_s
         near = [
-            c[2]
-            for c in self.house.cycles_of_size(size)
-            if len(c) > 2 and apart_in_the_day(c[0] - c[2], t) <= margin
+            lasted
+            for began, lasted in self.house.runs_of_size(size)
+            if math.isfinite(lasted) and apart_in_the_day(began, t) <= margin
         ]
         return (min(near), max(near)) if len(near) >= self.config.cycle_min_count else None
 

@@ -136,6 +136,14 @@ class House:
         tol = cfg.hint_tolerance if self.at_charging_power(level) else cfg.cycle_tolerance
         return [c for c in self.cycles if abs(c[1] - level) <= tol * level]
 
+    def runs_of_size(self, level: float) -> list[tuple[float, float]]:
+        """(began, lasted) of each remembered cycle of ``level``'s size; one remembered without
+        its length (an older snapshot's) is taken as long, begun at its end."""
+        return [
+            (c[0] - c[2], c[2]) if len(c) > 2 else (c[0], math.inf)
+            for c in self.cycles_of_size(level)
+        ]
+
     def cycling_nearby(self, t: float, level: float) -> bool:
         horizon = t - self.config.cycle_lookback_s
         similar = [c for c in self.cycles_of_size(level) if c[0] >= horizon]

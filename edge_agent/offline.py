@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # A whole-house meter draws more than this at some time of any day: a file that never does
 # holds kW (or kWh per interval), not the W its header names, and would silently give nothing.
-_PLAUSIBLE_HOUSE_W = 50.0
+PLAUSIBLE_HOUSE_W = 50.0
 
 
 class InputError(ValueError):
@@ -156,11 +156,11 @@ def detect(
         meter.add(t, power, energy)
     for meter in by_meter.values():
         days = meter.days()
-        if days >= 1 and max(map(abs, meter.powers)) < _PLAUSIBLE_HOUSE_W:
+        if days >= 1 and max(map(abs, meter.powers)) < PLAUSIBLE_HOUSE_W:
             log.warning(
                 "%s: power never reaches %.0f W in %d readings over %.0f days: power_w must be "
                 "in watts (are these kW?); no sessions can be found",
-                meter.asset_id, _PLAUSIBLE_HOUSE_W, len(meter.powers), days,
+                meter.asset_id, PLAUSIBLE_HOUSE_W, len(meter.powers), days,
             )  # fmt: skip
         cycles = _cycles_early_in(meter, config)
         first, heat = _sessions(meter, config, cycles)
