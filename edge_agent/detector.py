@@ -96,7 +96,7 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.19"
+DETECTOR_VERSION = "floor-step/1.20"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -330,9 +330,13 @@ class MeterDetector:
     post_stop: float = 0.0
     post_level: float = 0.0
     # The held run's fall at its stop (from ``post_from``, over the next reading too: a load
-    # switching off mid-interval splits its fall): its own power, whatever the base did under it.
+    # switching off mid-interval splits its fall): its own power, whatever the base did under
+    # it. Or its whole fall is, from where it began (``post_top``, ``_fall_began``) to its
+    # lowest (``post_low``) while it went on falling: a charger ramping down at its limit.
     post_from: float = 0.0
     post_fall: float = 0.0
+    post_top: float = 0.0
+    post_low: float = 0.0
     post_ramped: bool = False  # the held run wound down over readings, as a charger stops
     session: _Session | None = None
 
@@ -547,6 +551,7 @@ class MeterDetector:
                 self.phase = Phase.POSTCHECK
                 self.post_level = level
                 self.post_from = max(self.last_p, self.prev_p)
+                self.post_top, self.post_low = self._fall_began(), p
                 self.post_fall = self.post_from - p
                 self.post_stop = self._stop_between(t, excess, level)
                 self.post_ramped = self._wound_down_to_stop(excess, level)
@@ -630,6 +635,9 @@ class MeterDetector:
         excess = p - self.cand_base
         if self.last_t is not None and self.last_t - self.post_stop <= self.interval_s:
             self.post_fall = max(self.post_fall, self.post_from - p)
+        still_falling = self.last_p == self.post_low and p < self.post_low
+        if still_falling and t - self.post_stop <= self.config.taper_min_s:
+            self.post_low = p
         # At the house's charging power, a run that outlasted a cycler's, or one that wound down
         # to its stop as a charger does, is not undone by a load of its size coming back.
         proven = self.house.at_charging_power(self.post_level) and (
@@ -651,6 +659,7 @@ class MeterDetector:
             self.house.charging_w is not None
             and not self.house.at_charging_power(self.post_level)
             and not self.house.at_charging_power(self.post_fall)
+            and not self._whole_fall_at_charging_power()
         ):
             # Held back for a cycler's size, it proved nothing by staying off; with the house's
             # own charging power known (offline, from the whole file) and this not it, it was
@@ -662,6 +671,23 @@ class MeterDetector:
         started = self._confirm(t, self.post_level, 0.0)
         ended = self._end(t, self.post_stop)
         return [started, ended]
+
+    def _whole_fall_at_charging_power(self) -> bool:
+        """The held run's whole fall, over the readings it went on falling, is the house's
+        charging power. Readings as far apart as a charger's ramp down lasts hold it in two
+        (``post_fall``): not judged again."""
+        fine = self.interval_s < self.config.taper_min_s
+        return fine and self.house.at_charging_power(self.post_top - self.post_low)
+
+    def _fall_began(self) -> float:
+        """The power before the candidate's fall to now began: its readings walked back while
+        they were higher still, over ``taper_min_s`` at most (a longer wind-down is a taper)."""
+        xs = self.cand_excess
+        earliest = max(0, len(xs) - 1 - round(self.config.taper_min_s / max(self.interval_s, 1.0)))
+        k = len(xs) - 1
+        while k > earliest and xs[k - 1] > xs[k]:
+            k -= 1
+        return max(self.cand_base + xs[k], self.last_p, self.prev_p) if xs else self.last_p
 
     def _the_house_ev_rose(self) -> bool:
         """The load that rose on top of the candidate's is larger than any one appliance and of
@@ -1383,6 +1409,8 @@ class MeterDetector:
             "post_level": self.post_level,
             "post_from": self.post_from,
             "post_fall": self.post_fall,
+            "post_top": self.post_top,
+            "post_low": self.post_low,
             "post_ramped": self.post_ramped,
             "session": None if self.session is None else vars(self.session).copy(),
             "means": self.means.snapshot(),
@@ -1396,9 +1424,9 @@ class MeterDetector:
         for name in (
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
             "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
-            "post_stop", "post_level", "post_from", "post_fall", "post_ramped", "cand_sum",
-            "prev_p", "cand_stacked", "on_top", "cand_rise", "rise_samples", "earlier_rise",
-            "earlier_samples",
+            "post_stop", "post_level", "post_from", "post_fall", "post_top", "post_low",
+            "post_ramped", "cand_sum", "prev_p", "cand_stacked", "on_top", "cand_rise",
+            "rise_samples", "earlier_rise", "earlier_samples",
         ):  # fmt: skip
             # A snapshot written before a field existed keeps that field's fresh default.
             setattr(det, name, state.get(name, getattr(det, name)))

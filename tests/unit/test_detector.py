@@ -943,6 +943,33 @@ def test_a_held_back_run_at_the_houses_charging_power_is_known_by_its_fall(run_w
     assert sessions(out) == ([S.STARTED, S.ENDED] if kept else [])
 
 
+@pytest.mark.parametrize(("house_w", "kept"), [(3600.0, True), (4500.0, False)])
+def test_a_held_back_run_ramping_down_at_its_stop_is_known_by_its_whole_fall(house_w, kept):
+    """A 3 kW AC ran twice for 20 min. A 3.6 kW charge begins over a 600 W load that switches
+    off 3 min later, so its excess over the floor reads 3 kW, the AC's size: held back, it runs
+    75 min and stops at a charge limit, ramping down over 4 min. Its fall over two readings
+    is part of that ramp; its whole fall, from where it began to fall to where it stopped
+    falling, is its own power: in a house that charges at 3.6 kW, it is kept. Control: a house
+    that charges at 4.5 kW does not keep it."""
+    first, second = window(1, 1 + 20 / 60, 3000.0), window(3, 3 + 20 / 60, 3000.0)
+    under = window(4.5, 6 + 3 / 60, 600.0)
+    stop = T0 + 7.25 * 3600
+
+    def charge(t: float) -> float:
+        if not T0 + 6 * 3600 <= t < stop + 240:
+            return 0.0
+        return 3600.0 * min(1.0, (stop + 240 - t) / 240)  # a limit's 4-min ramp down
+
+    det = MeterDetector("m1", DetectorConfig())
+    det.house.charging_w = house_w
+    readings = trace(60, 10, lambda t: first(t) + second(t) + under(t) + charge(t))
+    _, out = run(readings, detector=det)
+    assert sessions(out) == ([S.STARTED, S.ENDED] if kept else [])
+    if kept:
+        assert out[0].start_time == pytest.approx(T0 + 6 * 3600, abs=60)
+        assert out[-1].stop_time == pytest.approx(stop + 240, abs=180)
+
+
 @pytest.mark.parametrize(("house_w", "kept"), [(None, True), (3600.0, False), (4600.0, True)])
 def test_outlasting_a_cycler_does_not_make_a_load_off_the_houses_size_a_charge(house_w, kept):
     """A 4.6 kW AC seen cycling runs 3 h without a break (begun 48 min after its last cycle),
