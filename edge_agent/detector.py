@@ -107,6 +107,9 @@ class DetectorConfig:
     mean_interval_s: float = 10.0
     max_ev_power_w: float = 22_000.0
     floor_window_s: float = 3600.0
+    # The house's floor over hours: a floor above it holds a load on for the whole floor
+    # window (the AC running through a hot afternoon), which may switch off under a candidate.
+    deep_floor_window_s: float = 4 * 3600.0
     plateau_window_s: float = 900.0
     confirm_s: float = 45 * 60.0
     large_load_w: float = 5500.0
@@ -296,6 +299,7 @@ class MeterDetector:
     history_start: float | None = None
     dropped_readings: int = 0
     floor: _RollingMin = field(init=False)
+    deep_floor: _RollingMin = field(init=False)
     plateau: _RollingMin = field(init=False)
     lately: _RollingMin = field(init=False)  # power just before the reading (step test)
     held: _RollingMin = field(init=False)  # a session's lowest excess of the last half hour
@@ -304,6 +308,11 @@ class MeterDetector:
     # A running agent learns the house's charging power from its own sessions' powers (the
     # offline mode from the whole file).
     learns_house_power: bool = True
+    # The offline mode, whose sessions are judged together (the house's charging power weeds
+    # out false ones), follows a candidate over a load under it switching off
+    # (``_floor_load_left``); a running agent does not: it learns the house's power from its
+    # own sessions, and one false session teaches it a wrong power.
+    follows_loads_under: bool = False
     # A running agent meeting a meter for the first time (not the offline mode, which knows a
     # whole file's cycles): it warms up over ``warmup_s`` from its first reading.
     warms_up: bool = False
@@ -311,6 +320,8 @@ class MeterDetector:
     cand_start: float = 0.0
     cand_first_excess: float = 0.0
     cand_base: float = 0.0
+    # A load in the floor under the candidate, on since before the floor window (its size).
+    cand_under: float = 0.0
     cand_excess: list[float] = field(default_factory=list)
     cand_sorted: list[float] = field(default_factory=list)  # cand_excess[1:], kept sorted
     cand_trend: list[float] = field(default_factory=list)  # cand_excess without its steps
@@ -343,6 +354,7 @@ class MeterDetector:
     def __post_init__(self) -> None:
         self.house = House(self.config)
         self.floor = _RollingMin(self.config.floor_window_s)
+        self.deep_floor = _RollingMin(self.config.deep_floor_window_s)
         self.plateau = _RollingMin(self.config.plateau_window_s)
         self.lately = _RollingMin(self.config.step_window_s)
         self.held = _RollingMin(self.config.held_window_s)
@@ -449,6 +461,7 @@ class MeterDetector:
             out.extend(self._charging(t, power_w, dt, meter))
         if self.phase in (Phase.IDLE, Phase.PENDING, Phase.POSTCHECK):
             self.floor.push(t, power_w)
+        self.deep_floor.push(t, power_w)
         # Two readings at least: a switch-on split over an interval boundary is one step.
         self.lately.window = max(self.config.step_window_s, 2.5 * self.interval_s)
         self.lately.push(t, power_w)
@@ -492,6 +505,8 @@ class MeterDetector:
     def _begin_candidate(self, t: float, base: float, excess: float) -> None:
         self.phase = Phase.PENDING
         self.cand_start, self.cand_base = t, base
+        deep = self.deep_floor.value()
+        self.cand_under = max(0.0, base - deep) if deep is not None else 0.0
         self.cand_first_excess = self.cand_sum = excess
         self.cand_excess = [excess]
         self.cand_sorted = []
@@ -507,6 +522,8 @@ class MeterDetector:
     def _pending(self, t: float, p: float, dt: float, meter: float) -> list[Transition]:
         cfg = self.config
         excess = p - self.cand_base
+        if self._floor_load_left(p, excess):
+            excess = p - self.cand_base
         house = max(self.last_p, 0.0) * dt / 3600.0
         left = self._first_layer_left(t, p, excess, self.cand_rise)
         if not left and self._first_layer_left(t, p, excess, self.earlier_rise):
@@ -678,6 +695,28 @@ class MeterDetector:
         (``post_fall``): not judged again."""
         fine = self.interval_s < self.config.taper_min_s
         return fine and self.house.at_charging_power(self.post_top - self.post_low)
+
+    def _floor_load_left(self, p: float, excess: float) -> bool:
+        """A load in the floor under the candidate (``cand_under``, on since before the floor
+        window: the AC running through a hot afternoon) switched off: power fell in a step by
+        no more than that load, to under the candidate's level but not away (its own load is
+        still on). The candidate's base falls by what it lost; its excess is what it was."""
+        cfg = self.config
+        if not self.follows_loads_under or self.cand_under < cfg.min_ev_power_w:
+            return False
+        if len(self.cand_sorted) < 3 or excess <= 0.5 * cfg.min_ev_power_w:
+            return False  # fell away: its own load may have stopped, as likely as the one under
+        if self.interval_s >= cfg.coarse_interval_s:
+            return False  # interval means: a fall may be a compressor's duty cycle in them
+        shortfall = self._candidate_level() - excess
+        drop = max(self.last_p, self.prev_p) - p
+        if shortfall < 0.5 * cfg.min_ev_power_w or drop < 0.8 * shortfall:
+            return False
+        if shortfall > (1 + cfg.cycle_tolerance) * self.cand_under:
+            return False
+        self.cand_base -= shortfall
+        self.cand_under -= shortfall
+        return True
 
     def _fall_began(self) -> float:
         """The power before the candidate's fall to now began: its readings walked back while
@@ -1388,12 +1427,14 @@ class MeterDetector:
             "history_start": self.history_start,
             "dropped_readings": self.dropped_readings,
             "floor": list(self.floor.items),
+            "deep_floor": list(self.deep_floor.items),
             "plateau": list(self.plateau.items),
             "lately": list(self.lately.items),
             "held": list(self.held.items),
             "cand_start": self.cand_start,
             "cand_first_excess": self.cand_first_excess,
             "cand_base": self.cand_base,
+            "cand_under": self.cand_under,
             "cand_excess": self.cand_excess,
             "cand_trend": self.cand_trend,
             "cand_meter_wh": self.cand_meter_wh,
@@ -1423,7 +1464,8 @@ class MeterDetector:
         det.phase = Phase(state["phase"])
         for name in (
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
-            "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
+            "cand_start", "cand_first_excess", "cand_base", "cand_under", "cand_meter_wh",
+            "cand_house_wh",
             "post_stop", "post_level", "post_from", "post_fall", "post_top", "post_low",
             "post_ramped", "cand_sum", "prev_p", "cand_stacked", "on_top", "cand_rise",
             "rise_samples", "earlier_rise", "earlier_samples",
@@ -1441,6 +1483,7 @@ class MeterDetector:
                 )
         det.house.restore(state)
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
+        det.deep_floor = _RollingMin(det.config.deep_floor_window_s, state.get("deep_floor"))
         det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])
         det.lately = _RollingMin(det.config.step_window_s, state.get("lately"))
         det.held = _RollingMin(det.config.held_window_s, state.get("held"))

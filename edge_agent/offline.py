@@ -228,7 +228,7 @@ def _sessions(
 ) -> tuple[list[Transition], list[list[float]]]:
     """The ``Ended`` transitions of one meter's readings, from a primed detector, and the
     AC's heat hours it knew at the end (``House.heat_hours``)."""
-    det = MeterDetector(meter.asset_id, config, learns_house_power=False)
+    det = MeterDetector(meter.asset_id, config, learns_house_power=False, follows_loads_under=True)
     det.house.cycles = [list(c) for c in cycles]
     det.house.charging_w, det.house.timer_s = ev_power_w, timer_s
     if heat_hours is not None:

@@ -970,6 +970,36 @@ def test_a_held_back_run_ramping_down_at_its_stop_is_known_by_its_whole_fall(hou
         assert out[-1].stop_time == pytest.approx(stop + 240, abs=180)
 
 
+@pytest.mark.parametrize("follows", [True, False])
+def test_a_charge_goes_on_when_a_load_in_the_floor_under_it_switches_off(follows):
+    """A 2.5 kW load has run without a break since before the detector could judge a step
+    (the AC through a hot afternoon: the floor holds it). A 3.6 kW charge begins at 02:00 and
+    the AC stops at 02:30, so power falls 2.5 kW under the charge's level, not away. The
+    offline mode follows the charge over the base that fell and reports it, 02:00 to 04:00;
+    the live agent (which does not, see ``follows_loads_under``) drops it as a load that
+    fell, and then the charge is in its floor."""
+    ac, ev = window(5 / 60, 2.5, 2500.0), window(2, 4, 3600.0)
+    det = MeterDetector("m1", DetectorConfig(), follows_loads_under=follows)
+    _, out = run(trace(60, 7, lambda t: ac(t) + ev(t)), detector=det)
+    if not follows:
+        assert sessions(out) == []
+        return
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    assert out[0].start_time == pytest.approx(T0 + 2 * 3600, abs=60)
+    assert out[-1].stop_time == pytest.approx(T0 + 4 * 3600, abs=60)
+    assert out[-1].ev_peak_power_w == pytest.approx(3600, rel=0.03)
+
+
+def test_a_load_that_falls_away_over_a_load_in_the_floor_is_not_followed():
+    """The AC runs through the afternoon as above; a 3.6 kW load runs 40 min on top of it and
+    stops while the AC runs on (its excess falls away, not under its level): it is dropped,
+    though the offline mode follows candidates over a load under them switching off."""
+    ac, heater = window(5 / 60, 4, 2500.0), window(2, 2 + 40 / 60, 3600.0)
+    det = MeterDetector("m1", DetectorConfig(), follows_loads_under=True)
+    _, out = run(trace(60, 7, lambda t: ac(t) + heater(t)), detector=det)
+    assert sessions(out) == []
+
+
 @pytest.mark.parametrize(("house_w", "kept"), [(None, True), (3600.0, False), (4600.0, True)])
 def test_outlasting_a_cycler_does_not_make_a_load_off_the_houses_size_a_charge(house_w, kept):
     """A 4.6 kW AC seen cycling runs 3 h without a break (begun 48 min after its last cycle),

@@ -155,6 +155,22 @@ def test_a_file_starts_with_the_memory_of_its_first_days_cycles():
     assert list(detect(rows)) == []
 
 
+def test_a_charge_over_the_ac_running_through_the_heat_is_followed_when_the_ac_stops():
+    """The file opens with the AC running through a hot afternoon (2.5 kW, 00:05-02:30, in
+    the floor); a 3.6 kW charge begins at 02:00 on top of it and runs on after the AC stops.
+    Reading by reading the charge looks gone when the AC stops; the offline mode follows it
+    over the load under it that switched off (``MeterDetector.follows_loads_under``)."""
+
+    def ac_then_charge(m: int) -> float:
+        return (2500.0 if 5 <= m < 150 else 0.0) + (3600.0 if 120 <= m < 240 else 0.0)
+
+    rows = [("m", t.timestamp(), p, e) for t, p, e in minutes(6, ac_then_charge)]
+    assert started_reading_by_reading(rows) == 0  # the control
+    (found,) = detect(rows)
+    assert found.start_time == pytest.approx((START + timedelta(hours=2)).timestamp(), abs=60)
+    assert found.stop_time == pytest.approx((START + timedelta(hours=4)).timestamp(), abs=60)
+
+
 def test_the_hours_the_ac_runs_through_the_heat_are_known_from_the_files_first_day():
     """Three hot afternoons of a 3.5 kW AC running 14:00-17:00 without a break, then cycling
     again. On the second and third it runs straight after a cycle, which gives it away; on the
