@@ -664,7 +664,8 @@ class MeterDetector:
                 and not self._ran_through_the_heat(self.post_level)
             )
         )
-        if excess >= (1 - self.config.cycle_tolerance) * self.post_level and not proven:
+        back = excess >= (1 - self.config.cycle_tolerance) * self.post_level
+        if back and not proven and not self._under_the_houses_charging_power(excess):
             if self.post_stop - self.cand_start >= self.config.heat_run_s:
                 self.house.ran_through_at(self.cand_start, self.post_stop)
             self._abandon_candidate(t)  # the same load is back: a cycling appliance
@@ -688,6 +689,14 @@ class MeterDetector:
         started = self._confirm(t, self.post_level, 0.0)
         ended = self._end(t, self.post_stop)
         return [started, ended]
+
+    def _under_the_houses_charging_power(self, excess: float) -> bool:
+        """The held run was at the house's charging power and the load back is well under it
+        (``hint_resume_band``): another load (a smaller AC's next cycle), not the same one."""
+        power = self.house.charging_w
+        if power is None or not self.house.at_charging_power(self.post_level):
+            return False
+        return excess < (1 - self.config.hint_resume_band) * power
 
     def _whole_fall_at_charging_power(self) -> bool:
         """The held run's whole fall, over the readings it went on falling, is the house's

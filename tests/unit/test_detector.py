@@ -970,6 +970,25 @@ def test_a_held_back_run_ramping_down_at_its_stop_is_known_by_its_whole_fall(hou
         assert out[-1].stop_time == pytest.approx(stop + 240, abs=180)
 
 
+@pytest.mark.parametrize(("back_w", "kept"), [(3100.0, True), (4000.0, False)])
+def test_a_smaller_load_back_after_a_held_run_at_the_houses_power_is_another_load(back_w, kept):
+    """A 4 kW load cycled three times (the last cycle ended 20 min before the run began), so a
+    90-min 4 kW run is held back for its size; the house charges at 4 kW. Ten minutes after it
+    stops a 3.1 kW AC cycle comes on: over 75% of the run's level (a cycler's tolerance), but
+    well under the house's charging power, it is another load, and the run is kept. Control: a
+    4 kW load back is the same load, a cycler's next run."""
+    cycles = [window(h, h + 20 / 60, 4000.0) for h in (1, 3, 4 + 40 / 60)]
+    run_90, back = window(5 + 20 / 60, 6 + 50 / 60, 4000.0), window(7, 7 + 20 / 60, back_w)
+    det = MeterDetector("m1", DetectorConfig())
+    det.house.charging_w = 4000.0
+    readings = trace(60, 9, lambda t: sum(c(t) for c in cycles) + run_90(t) + back(t))
+    _, out = run(readings, detector=det)
+    assert sessions(out) == ([S.STARTED, S.ENDED] if kept else [])
+    if kept:
+        assert out[0].start_time == pytest.approx(T0 + (5 + 20 / 60) * 3600, abs=60)
+        assert out[-1].stop_time == pytest.approx(T0 + (6 + 50 / 60) * 3600, abs=60)
+
+
 @pytest.mark.parametrize("follows", [True, False])
 def test_a_charge_goes_on_when_a_load_in_the_floor_under_it_switches_off(follows):
     """A 2.5 kW load has run without a break since before the detector could judge a step
