@@ -33,6 +33,10 @@ How it separates the EV from the house:
   At the house's charging power (once known), one that wound down to its stop over two
   readings or more (a charger ramping its current down at its limit) is not undone by a load
   of its size coming back.
+* Offline (``follows_loads_under``), a load in the floor under a candidate (the floor above the
+  house's floor over ``deep_floor_window_s``: the AC running through a hot afternoon) that
+  switches off lowers the candidate's base instead of ending it, when power falls by no more
+  than that load, under the candidate's level but not away.
 * At coarse resolution (``coarse_interval_s``) a candidate whose interval means rise and fall
   with a duty cycle is a compressor: a charger's means hold its level (unless its lowest
   interval is the house's charging power: that charger, a load cycling on top).
@@ -47,7 +51,9 @@ How it separates the EV from the house:
   ``hint_outlast_s`` (longer than a cycler's runs) is kept when a load its size comes back,
   and so is one that ran ``outlast_factor`` times as long as that cycler's runs at this time of
   day (an AC's night cycles last minutes: a charge that stops without a taper is found);
-  one held back for a cycler's size that is not at it is not kept for staying off after,
+  one held back at it is not undone by a load well under it coming back (a smaller AC),
+  one held back for a cycler's size that is not at it (neither its level nor its fall at its
+  stop, over two readings or whole over a charger's ramp down) is not kept for staying off after,
   nor, if not of its size (``cycle_tolerance``), for outlasting the cycler.
   A candidate at that power that began at the minute the house's charging timer starts
   (``House.timer_s``) is the EV, whatever cycles.
