@@ -679,12 +679,7 @@ class MeterDetector:
             return []
         if t - self.post_stop < self.config.post_check_s:
             return []
-        if (
-            self.house.charging_w is not None
-            and not self.house.at_charging_power(self.post_level)
-            and not self.house.at_charging_power(self.post_fall)
-            and not self._whole_fall_at_charging_power()
-        ):
+        if self.house.charging_w is not None and not self._held_run_at_charging_power():
             # Held back for a cycler's size, it proved nothing by staying off; with the house's
             # own charging power known (offline, from the whole file) and this not it, it was
             # another load's long run (back-to-back water heater recoveries, a long AC cycle).
@@ -703,6 +698,16 @@ class MeterDetector:
         if power is None or not self.house.at_charging_power(self.post_level):
             return False
         return excess < (1 - self.config.hint_resume_band) * power
+
+    def _held_run_at_charging_power(self) -> bool:
+        """The held run's level, or its fall at its stop (its own power whatever the base did
+        under it: over two readings, or whole over a charger's ramp down), is the house's
+        charging power."""
+        return (
+            self.house.at_charging_power(self.post_level)
+            or self.house.at_charging_power(self.post_fall)
+            or self._whole_fall_at_charging_power()
+        )
 
     def _whole_fall_at_charging_power(self) -> bool:
         """The held run's whole fall, over the readings it went on falling, is the house's
