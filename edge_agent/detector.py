@@ -97,7 +97,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from edge_agent.house import House, apart_in_the_day
+from edge_agent.house import House
 from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
@@ -305,7 +305,7 @@ class MeterDetector:
     history_start: float | None = None
     dropped_readings: int = 0
     floor: _RollingMin = field(init=False)
-    deep_floor: _RollingMin = field(init=False)
+    deep_floor: _RollingMin = field(init=False)  # kept only where ``follows_loads_under``
     plateau: _RollingMin = field(init=False)
     lately: _RollingMin = field(init=False)  # power just before the reading (step test)
     held: _RollingMin = field(init=False)  # a session's lowest excess of the last half hour
@@ -467,7 +467,8 @@ class MeterDetector:
             out.extend(self._charging(t, power_w, dt, meter))
         if self.phase in (Phase.IDLE, Phase.PENDING, Phase.POSTCHECK):
             self.floor.push(t, power_w)
-        self.deep_floor.push(t, power_w)
+        if self.follows_loads_under:
+            self.deep_floor.push(t, power_w)
         # Two readings at least: a switch-on split over an interval boundary is one step.
         self.lately.window = max(self.config.step_window_s, 2.5 * self.interval_s)
         self.lately.push(t, power_w)
@@ -974,15 +975,10 @@ class MeterDetector:
             or self.house.solar(self.cand_start)  # the sun fading under a load draws it out too
         ):
             return False
-        cfg = self.config
-        runs = self.house.runs_of_size(level)
-        near = [
-            lasted
-            for began, lasted in runs
-            if apart_in_the_day(began, self.cand_start) <= cfg.outlast_margin_s
-        ]
-        longest = max(near or [lasted for _, lasted in runs] or [math.inf])
-        return t - self.cand_start >= cfg.outlast_factor * longest
+        near = self.house.run_lengths_near(self.cand_start, level)
+        anytime = [lasted for _, lasted in self.house.runs_of_size(level)]
+        longest = max(near or anytime or [math.inf])
+        return t - self.cand_start >= self.config.outlast_factor * longest
 
     def _ran_through_the_heat(self, level: float) -> bool:
         """A cycler of this size switched off shortly before the candidate began, or it began
@@ -1113,12 +1109,7 @@ class MeterDetector:
     def _run_lengths_near(self, t: float, size: float) -> tuple[float, float] | None:
         """The shortest and longest remembered runs of a load of ``size`` that began at about
         this time of day (``outlast_margin_s``), if a few did (``cycle_min_count``)."""
-        margin = self.config.outlast_margin_s
-        near = [
-            lasted
-            for began, lasted in self.house.runs_of_size(size)
-            if math.isfinite(lasted) and apart_in_the_day(began, t) <= margin
-        ]
+        near = [lasted for lasted in self.house.run_lengths_near(t, size) if math.isfinite(lasted)]
         return (min(near), max(near)) if len(near) >= self.config.cycle_min_count else None
 
     def _reanchor(self, t: float, now: float) -> None:

@@ -144,6 +144,16 @@ class House:
             for c in self.cycles_of_size(level)
         ]
 
+    def run_lengths_near(self, t: float, level: float) -> list[float]:
+        """How long each remembered run of ``level``'s size lasted that began within
+        ``outlast_margin_s`` of ``t``'s time of day."""
+        margin = self.config.outlast_margin_s
+        return [
+            lasted
+            for began, lasted in self.runs_of_size(level)
+            if apart_in_the_day(began, t) <= margin
+        ]
+
     def cycling_nearby(self, t: float, level: float) -> bool:
         horizon = t - self.config.cycle_lookback_s
         similar = [c for c in self.cycles_of_size(level) if c[0] >= horizon]
