@@ -1426,7 +1426,9 @@ class MeterDetector:
 
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> dict[str, Any]:
-        """Plain-JSON state, enough to resume after a restart without a second Started."""
+        """Plain-JSON state, enough to resume after a restart without a second Started. A
+        running agent's: what only ``follows_loads_under`` keeps (the 4-h floor, the load under
+        a candidate) is never set there, and the offline mode does not resume."""
         return {
             "asset_id": self.asset_id,
             "phase": self.phase.value,
@@ -1438,14 +1440,12 @@ class MeterDetector:
             "history_start": self.history_start,
             "dropped_readings": self.dropped_readings,
             "floor": list(self.floor.items),
-            "deep_floor": list(self.deep_floor.items),
             "plateau": list(self.plateau.items),
             "lately": list(self.lately.items),
             "held": list(self.held.items),
             "cand_start": self.cand_start,
             "cand_first_excess": self.cand_first_excess,
             "cand_base": self.cand_base,
-            "cand_under": self.cand_under,
             "cand_excess": self.cand_excess,
             "cand_trend": self.cand_trend,
             "cand_meter_wh": self.cand_meter_wh,
@@ -1475,8 +1475,7 @@ class MeterDetector:
         det.phase = Phase(state["phase"])
         for name in (
             "last_t", "last_p", "last_e", "interval_s", "history_start", "dropped_readings",
-            "cand_start", "cand_first_excess", "cand_base", "cand_under", "cand_meter_wh",
-            "cand_house_wh",
+            "cand_start", "cand_first_excess", "cand_base", "cand_meter_wh", "cand_house_wh",
             "post_stop", "post_level", "post_from", "post_fall", "post_top", "post_low",
             "post_ramped", "cand_sum", "prev_p", "cand_stacked", "on_top", "cand_rise",
             "rise_samples", "earlier_rise", "earlier_samples",
@@ -1494,7 +1493,6 @@ class MeterDetector:
                 )
         det.house.restore(state)
         det.floor = _RollingMin(det.config.floor_window_s, state["floor"])
-        det.deep_floor = _RollingMin(det.config.deep_floor_window_s, state.get("deep_floor"))
         det.plateau = _RollingMin(det.config.plateau_window_s, state["plateau"])
         det.lately = _RollingMin(det.config.step_window_s, state.get("lately"))
         det.held = _RollingMin(det.config.held_window_s, state.get("held"))
