@@ -26,16 +26,24 @@ def charging_power(
     power, are the EV's: an AC's long runs taken for charges on hot afternoons can outnumber
     a large EV's sessions. (Charges confirmed with the AC on top share a large power too, but
     they are a few of the house's sessions.) Given the sessions' ``days``, those few must fall
-    on as many days: two appliances running together three times one evening are not a car."""
+    on as many days: two appliances running together three times one evening are not a car.
+    Nor are they where sessions on two days or more sit at half their power (within 10%):
+    those are the EV alone, and the large ones the EV confirmed with a load of its own size on
+    top (a 3.5 kW charge under a 3.5 kW AC's run)."""
     sessions = sorted(zip(powers, days if days is not None else range(len(powers)), strict=True))
     groups = [[(q, d) for q, d in sessions if abs(q - p) <= 0.05 * p] for p, _ in sessions]
     most = max(groups, key=len)
+
+    def doubled(power: float) -> bool:
+        return len({d for q, d in sessions if abs(2 * q - power) <= 0.1 * power}) >= 2
+
     large = [
         group
         for group in groups
         if len({d for _, d in group}) >= few
         and 2 * len(group) >= len(most)
-        and statistics.median(q for q, _ in group) >= large_w
+        and (power := statistics.median(q for q, _ in group)) >= large_w
+        and not doubled(power)
     ]
     shared = max(large, key=len) if large else most
     return statistics.median(q for q, _ in shared)

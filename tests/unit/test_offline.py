@@ -331,6 +331,21 @@ def test_a_few_large_sessions_on_one_afternoon_are_not_the_houses_charging_power
     assert charging_power(peaks, large_w=5_500, days=three_days) == pytest.approx(8_500, rel=0.01)
 
 
+def test_large_sessions_at_twice_other_sessions_power_are_the_ev_under_a_load_its_size():
+    """A 3.3 kW EV whose evening charges were confirmed with the house's 3.6-3.9 kW AC on top
+    (7.0-7.2 kW, three days), its other charges at 3.3-3.4 kW, the AC's afternoon runs at
+    4.1-4.6 kW: the large ones are the EV doubled, so the house charges at 3.3 kW. Control:
+    one session at half a large EV's power (an AC's run on one day) leaves it the EV's."""
+    peaks = [3_283, 3_366, 3_418, 4_075, 4_081, 4_293, 4_607, 7_046, 7_134, 7_212]
+    assert charging_power(peaks, large_w=5_500, days=list(range(10))) == pytest.approx(
+        3_366, rel=0.01
+    )
+    large_ev = [7_050, 7_130, 7_210, 3_560, 4_080, 4_100, 4_120]
+    assert charging_power(large_ev, large_w=5_500, days=list(range(7))) == pytest.approx(
+        7_130, rel=0.01
+    )
+
+
 def test_the_houses_charging_power_is_the_one_most_sessions_share():
     """Six sessions at 11 kW and five scattered below (a load on top through a short
     confirmation, partial sessions): the median would be 7.1 kW, and capping the house's
