@@ -47,7 +47,8 @@ How it separates the EV from the house:
 * When the house's own charging power is known (``House.charging_w``: the offline mode learns it
   from a first run over the whole file), a candidate at that power counts only cyclers within
   ``hint_tolerance`` of it, a resume must come back at about that power, a session
-  confirmed with another load on top is capped at it, and a candidate at it that ran over
+  confirmed with another load on top is capped at it (offline, over it by more than the cap's
+  drift: the whole file gave that power), and a candidate at it that ran over
   ``hint_outlast_s`` (longer than a cycler's runs) is kept when a load its size comes back,
   and so is one that ran ``outlast_factor`` times as long as that cycler's runs at this time of
   day (an AC's night cycles last minutes: a charge that stops without a taper is found);
@@ -102,7 +103,7 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.21"
+DETECTOR_VERSION = "floor-step/1.22"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -916,7 +917,7 @@ class MeterDetector:
         start = self._interpolated_start(level)
         own = level
         hint = self.house.charging_w
-        if hint is not None and level > (1 + self.config.hint_tolerance) * hint:
+        if hint is not None and level > (1 + self._over_the_houses_power()) * hint:
             own = hint  # another load ran on top through the confirmation
         counted = self.cand_excess if self.phase is Phase.POSTCHECK else self.cand_excess[:-1]
         ev_wh = sum(min(x, own) for x in counted) * dt / 3600.0
@@ -950,6 +951,15 @@ class MeterDetector:
                 rolling.push(t - dt * (len(recent) - 1 - i), x)
         self.phase = Phase.CHARGING
         return self._transition(TransactionState.STARTED, t, None)
+
+    def _over_the_houses_power(self) -> float:
+        """How far over the house's charging power a session may be confirmed and still be
+        counted at its own level: the plateau's drift (``level_drift``) where that power comes
+        from the whole file (the offline mode: a session over it by more had another load on
+        top, an AC's fan, a fridge); a running agent, which learns the power from these very
+        sessions' levels, allows its wider ``hint_tolerance``."""
+        cfg = self.config
+        return cfg.hint_tolerance if self.learns_house_power else cfg.level_drift - 1.0
 
     def _abandon_candidate(self, t: float) -> None:
         """Forget a candidate; remember it as a cycle of some appliance if it lasted a while."""
