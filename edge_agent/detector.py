@@ -47,8 +47,8 @@ How it separates the EV from the house:
 * When the house's own charging power is known (``House.charging_w``: the offline mode learns it
   from a first run over the whole file), a candidate at that power counts only cyclers within
   ``hint_tolerance`` of it, a resume must come back at about that power, a session
-  confirmed with another load on top is capped at it (offline, over it by more than the cap's
-  drift: the whole file gave that power), and a candidate at it that ran over
+  confirmed with another load on top is capped at it (over it by more than the cap's drift
+  where that power is given: offline, or an operator's setting), and a candidate at it that ran over
   ``hint_outlast_s`` (longer than a cycler's runs) is kept when a load its size comes back,
   and so is one that ran ``outlast_factor`` times as long as that cycler's runs at this time of
   day (an AC's night cycles last minutes: a charge that stops without a taper is found);
@@ -954,12 +954,14 @@ class MeterDetector:
 
     def _over_the_houses_power(self) -> float:
         """How far over the house's charging power a session may be confirmed and still be
-        counted at its own level: the plateau's drift (``level_drift``) where that power comes
-        from the whole file (the offline mode: a session over it by more had another load on
-        top, an AC's fan, a fridge); a running agent, which learns the power from these very
-        sessions' levels, allows its wider ``hint_tolerance``."""
+        counted at its own level: the plateau's drift (``level_drift``) where that power is
+        given, not learnt from these very sessions (the offline mode's whole file, an
+        operator's ``EDGE_CHARGING_POWER_W``): a session over it by more had another load on
+        top (an AC's fan, a fridge). A running agent learning the power from its own sessions'
+        levels allows its wider ``hint_tolerance``."""
         cfg = self.config
-        return cfg.hint_tolerance if self.learns_house_power else cfg.level_drift - 1.0
+        given = not self.learns_house_power or self.house.known_w is not None
+        return cfg.level_drift - 1.0 if given else cfg.hint_tolerance
 
     def _abandon_candidate(self, t: float) -> None:
         """Forget a candidate; remember it as a cycle of some appliance if it lasted a while."""

@@ -1273,21 +1273,25 @@ def test_at_15_min_a_charge_at_the_houses_power_with_an_ac_on_top_is_not_a_duty_
 
 
 @pytest.mark.parametrize(
-    ("on_top_w", "learns", "peak_w"),
+    ("on_top_w", "learns", "known", "peak_w"),
     [
-        (250.0, False, 3500.0),  # offline: 7% over the house's power is another load on top
-        (80.0, False, 3580.0),  # control: within the cap's drift, the charge's own level
-        (250.0, True, 3750.0),  # control: a running agent learning the power allows 8%
+        (250.0, False, False, 3500.0),  # offline: 7% over the house's power is a load on top
+        (250.0, True, True, 3500.0),  # a running agent told the power (EDGE_CHARGING_POWER_W)
+        (80.0, False, False, 3580.0),  # control: within the cap's drift, the charge's own level
+        (250.0, True, False, 3750.0),  # control: a running agent learning the power allows 8%
     ],
 )
-def test_offline_a_charge_confirmed_over_the_houses_power_is_counted_at_it(
-    on_top_w, learns, peak_w
+def test_a_charge_confirmed_over_a_given_charging_power_is_counted_at_it(
+    on_top_w, learns, known, peak_w
 ):
-    """A 3.5 kW charge (the house's power, known from the whole file) with a 250 W load (an
-    AC's indoor fan) on from its start to its end: confirmed at 3.75 kW, 7% over, it is
-    counted at 3.5 kW, not with the fan in it."""
+    """A 3.5 kW charge (the house's power, from the whole file or the operator) with a 250 W
+    load (an AC's indoor fan) on from its start to its end: confirmed at 3.75 kW, 7% over, it
+    is counted at 3.5 kW, not with the fan in it."""
     det = MeterDetector("m1", DetectorConfig(), learns_house_power=learns)
-    det.house.charging_w = 3500.0
+    if known:
+        det.house.know_charging_power(3500.0)
+    else:
+        det.house.charging_w = 3500.0
     _, out = run(trace(60, 6, window(1, 3, 3500.0 + on_top_w)), detector=det)
     assert sessions(out) == [S.STARTED, S.ENDED]
     assert out[-1].ev_peak_power_w == pytest.approx(peak_w, rel=0.01)
