@@ -103,8 +103,13 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.22"
+DETECTOR_VERSION = "floor-step/1.23"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
+
+
+def transaction_id(asset_id: str, start: float) -> str:
+    """A session's id: the same for the same meter and start, after a restart or a replay."""
+    return str(uuid.uuid5(_TX_NAMESPACE, f"{asset_id}|{start:.0f}|{DETECTOR_VERSION}"))
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,10 @@ class DetectorConfig:
     schedule_slack_s: float = 10 * 60.0
     schedule_min_share: float = 0.6
     schedule_tolerance: float = 0.1
+    # A charge lost under other loads (``held_layers``) is one held this long, this far from
+    # any session the detector found.
+    lost_min_s: float = 90 * 60.0
+    lost_apart_s: float = 30 * 60.0
 
 
 class Phase(StrEnum):
@@ -921,9 +930,8 @@ class MeterDetector:
             own = hint  # another load ran on top through the confirmation
         counted = self.cand_excess if self.phase is Phase.POSTCHECK else self.cand_excess[:-1]
         ev_wh = sum(min(x, own) for x in counted) * dt / 3600.0
-        tx = uuid.uuid5(_TX_NAMESPACE, f"{self.asset_id}|{start:.0f}|{DETECTOR_VERSION}")
         self.session = s = _Session(
-            transaction_id=str(tx),
+            transaction_id=transaction_id(self.asset_id, start),
             start=start,
             base_w=self.cand_base,
             level_w=level,

@@ -8,7 +8,9 @@ power and those of a load on a daily schedule (seen over the whole file, they ar
 a well pump, a pool pump on its timer). Knowing that power from a first run,
 and the hours at which the AC ran through the heat, it runs a second time with them (an AC a
 fifth smaller than the EV is then not the EV's size; a hot afternoon's first long AC run,
-with no cycle just before it, is then known for one).
+with no cycle just before it, is then known for one). Last, a charge the detector lost under
+other loads (it follows one candidate and one load on top) is looked for as a held layer at
+that power over the whole file (``held_layers``).
 """
 
 from __future__ import annotations
@@ -26,12 +28,22 @@ from typing import Any, TextIO
 import numpy as np
 import orjson
 
-from edge_agent.detector import DETECTOR_VERSION, DetectorConfig, MeterDetector, Transition
-from edge_agent.house import apart_in_the_day, charging_power
+from edge_agent.detector import (
+    DETECTOR_VERSION,
+    DetectorConfig,
+    MeterDetector,
+    Transition,
+    transaction_id,
+)
+from edge_agent.held_layers import Layer, held_layers, lost_charges
+from edge_agent.house import House, apart_in_the_day, charging_power
 from schemas.pleevi import Measurement, TransactionState
 from schemas.timefmt import format_utc
 
 log = logging.getLogger(__name__)
+
+# A charge found only over the whole file, under other loads, is less sure than one followed.
+LOST_CONFIDENCE = 0.4
 
 # A whole-house meter draws more than this at some time of any day: a file that never does
 # holds kW (or kWh per interval), not the W its header names, and would silently give nothing.
@@ -145,7 +157,8 @@ def detect(
     and a second run uses it (``House.charging_w``), and the hours of the day at
     which the first run saw the AC run through the heat (``House.heat_hours``). A known
     ``charging_power_w`` (the power the meters' EVs draw, measured on a past charge) is used
-    instead of the learnt one, however few sessions the file holds.
+    instead of the learnt one, however few sessions the file holds. Knowing the power, the
+    charges lost under other loads are added (``_lost_under_other_loads``).
     """
     config = config or DetectorConfig()
     by_meter: dict[str, _MeterReadings] = {}
@@ -178,10 +191,13 @@ def detect(
         if ev_power is not None or any(heat):
             # Second pass, knowing from the first (the whole file) the house's own charging
             # power and the hours its AC runs through the heat.
-            second, _ = _sessions(
+            second, heat = _sessions(
                 meter, config, cycles, ev_power_w=ev_power, timer_s=timer, heat_hours=heat
             )
             kept = _of_the_households_ev(second, config, days)
+        if ev_power is not None:
+            lost = _lost_under_other_loads(meter, kept, ev_power, heat, config)
+            kept = sorted(kept + lost, key=lambda tr: tr.start_time)
         yield from kept
 
 
@@ -253,6 +269,68 @@ def _of_the_households_ev(
         return ended
     typical = statistics.median(tr.ev_peak_power_w for tr in ended)
     return [tr for tr in ended if tr.ev_peak_power_w >= config.household_level_fraction * typical]
+
+
+def _lost_under_other_loads(
+    meter: _MeterReadings,
+    found: list[Transition],
+    ev_power: float,
+    heat_hours: list[list[float]],
+    config: DetectorConfig,
+) -> list[Transition]:
+    """The charges the detector lost under other loads (``held_layers``), as sessions."""
+    order = np.fromiter(meter.order or range(len(meter.times)), dtype=np.int64)
+    times = np.frombuffer(meter.times, dtype=np.float64)[order]
+    powers = np.frombuffer(meter.powers, dtype=np.float64)[order]
+    registers = np.frombuffer(meter.energies, dtype=np.float64)[order]
+    house = House(config, heat_hours=heat_hours)
+    layers = held_layers(
+        times,
+        powers,
+        ev_power,
+        tolerance=config.same_size_tolerance,
+        floor_s=config.floor_window_s,
+        max_gap_s=config.max_gap_s,
+        max_s=config.max_session_s,
+    )
+    lost = lost_charges(
+        layers,
+        [(tr.start_time, tr.stop_time or tr.timestamp) for tr in found],
+        min_s=config.lost_min_s,
+        apart_s=config.lost_apart_s,
+        outlast_factor=config.outlast_factor,
+        outlast_margin_s=config.outlast_margin_s,
+        in_the_heat_hours=house.in_the_heat_hours,
+    )
+    return [
+        Transition(
+            state=TransactionState.ENDED,
+            asset_id=meter.asset_id,
+            transaction_id=transaction_id(meter.asset_id, layer.start),
+            timestamp=layer.stop,
+            start_time=layer.start,
+            stop_time=layer.stop,
+            ev_power_w=0.0,
+            ev_peak_power_w=round(ev_power, 1),
+            ev_energy_wh=round(layer.ev_energy_wh, 1),
+            meter_energy_wh=round(_counted_between(times, powers, registers, layer), 1),
+            confidence=LOST_CONFIDENCE,
+            sequence_number=0,
+        )
+        for layer in lost
+    ]
+
+
+def _counted_between(
+    times: np.ndarray, powers: np.ndarray, registers: np.ndarray, layer: Layer
+) -> float:
+    """What the meter counted over a layer: its register's advance, or (no register, or one
+    that went back: a reset) the house's power over the layer's readings."""
+    first, last = np.searchsorted(times, [layer.start, layer.stop])
+    advance = float(registers[last] - registers[first])
+    if advance >= 0.0:  # NaN (no register) compares false
+        return advance
+    return float(powers[first:last].sum() * np.diff(times[first : last + 1]).mean() / 3600.0)
 
 
 def _off_the_daily_schedule(

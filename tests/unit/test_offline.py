@@ -354,6 +354,34 @@ def test_the_houses_charging_power_is_the_one_most_sessions_share():
     assert charging_power(peaks) == pytest.approx(11_050, rel=0.01)
 
 
+def charge_under_an_oven_and_the_ac(m: int) -> float:
+    """Five nights' 3 h charges at 3.6 kW alone; on the sixth day a 3.4 kW AC cycles (25 min
+    on, 15 off) from 10:00 and the EV charges 3 h from 18:01, rising in the AC's run and under
+    an oven's 1.5 kW (17:31-18:21)."""
+    day, m = divmod(m, 1440)
+    ac = 3400.0 if day == 5 and 600 <= m < 1320 and (m - 600) % 40 < 25 else 0.0
+    ev = 3600.0 if (day < 5 and 120 <= m < 300) or (day == 5 and 1081 <= m < 1261) else 0.0
+    oven = 1500.0 if day == 5 and 1051 <= m < 1101 else 0.0
+    return ac + ev + oven
+
+
+def test_a_charge_lost_under_other_loads_is_found_over_the_whole_file():
+    """The detector follows the AC's run and the oven on top and loses the charge with them;
+    over the whole file, the house never fell back to its floor for the charge's 3 h (the AC's
+    off times dipped to the house plus the EV): a layer at the house's charging power that
+    outlasts every other layer at that time of day, so a charge, with the EV's own energy."""
+    rows = minutes(24 * 7, charge_under_an_oven_and_the_ac)
+    found = list(detect([("m", t.timestamp(), p, e) for t, p, e in rows]))
+    assert len(found) == 6
+    lost = found[-1]
+    day6 = START.timestamp() + 5 * 86_400
+    assert lost.start_time == pytest.approx(day6 + 1081 * 60, abs=5 * 60)
+    assert lost.stop_time == pytest.approx(day6 + 1261 * 60, abs=10 * 60)
+    assert lost.ev_energy_wh == pytest.approx(3600 * 3, rel=0.05)
+    assert lost.ev_peak_power_w == pytest.approx(3600, rel=0.01)
+    assert lost.confidence < min(tr.confidence for tr in found[:-1])
+
+
 def ac_around_a_charge(m: int) -> float:
     """A 2.9 kW AC cycling (15 min on, 15 off) from 10:00 to 20:00, and a 100 min charge at
     3.6 kW from 14:00 right after one of its cycles."""

@@ -1,0 +1,112 @@
+"""Held layers: a charge under other loads, found over the whole file (pure core)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.held_layers import Layer, held_layers, lost_charges
+
+DAY = 86_400.0
+HOUR = 3_600.0
+
+
+def layers_of(powers: list[float], level: float = 3_600.0) -> list[Layer]:
+    times = np.arange(len(powers), dtype=np.float64) * 60.0
+    return held_layers(
+        times,
+        np.array(powers),
+        level,
+        tolerance=0.15,
+        floor_s=HOUR,
+        max_gap_s=20 * 60.0,
+        max_s=36 * HOUR,
+    )
+
+
+def ac_and_charge(m: int, charge_from: int = 145, charge_min: int = 180) -> float:
+    """400 W of house, a 3.5 kW AC cycling 20 min on and 10 off, and a 3.6 kW charge that
+    rises and ends in the AC's off times."""
+    ac = 3_500.0 if m % 30 < 20 else 0.0
+    ev = 3_600.0 if charge_from <= m < charge_from + charge_min else 0.0
+    return 400.0 + ac + ev
+
+
+def test_a_charge_under_an_acs_cycles_is_one_layer_from_its_rise_to_its_end():
+    """The AC's off times dip to the house plus the EV, never to the house's floor: the
+    charge is one layer, its energy the EV's alone. The AC's runs around it are layers too,
+    each as long as its run."""
+    layers = layers_of([ac_and_charge(m) for m in range(600)])
+    (charge,) = [layer for layer in layers if layer.lasted > HOUR]
+    assert charge.start == 145 * 60.0
+    assert charge.stop == 325 * 60.0
+    assert charge.ev_energy_wh == pytest.approx(3_600.0 * 3, rel=0.02)
+    assert {layer.lasted for layer in layers if layer is not charge} == {20 * 60.0}
+
+
+def test_a_gap_in_the_readings_ends_a_layer():
+    powers = [ac_and_charge(m) for m in range(600)]
+    times = np.arange(600, dtype=np.float64) * 60.0
+    times[200:] += 3 * HOUR  # the meter silent for three hours mid-charge
+    layers = held_layers(
+        times, np.array(powers), 3_600.0, tolerance=0.15, floor_s=HOUR,
+        max_gap_s=20 * 60.0, max_s=36 * HOUR,
+    )  # fmt: skip
+    (charge,) = [layer for layer in layers if layer.start == 145 * 60.0]
+    assert charge.stop == 200 * 60.0  # a reading after the last before the gap
+
+
+@pytest.mark.parametrize("apart_s", [900.0, 1.0])
+def test_no_layers_where_readings_hide_the_acs_off_times_or_a_chargers_soft_start(apart_s):
+    """15-min means blur an AC's off times into its runs; at 1 s a charger's soft start spans
+    tens of readings, and a rise over one or two is a compressor's."""
+    times = np.arange(10_000, dtype=np.float64) * apart_s
+    powers = np.array([400.0 + (3_600.0 if 20 <= i < 8_000 else 0.0) for i in range(10_000)])
+    assert (
+        held_layers(
+            times, powers, 3_600.0, tolerance=0.15, floor_s=HOUR, max_gap_s=HOUR, max_s=36 * HOUR
+        )
+        == []
+    )
+
+
+def at(day: int, hour: float, hours: float) -> Layer:
+    return Layer(day * DAY + hour * HOUR, day * DAY + (hour + hours) * HOUR, 3_600.0 * hours)
+
+
+def lost(layers: list[Layer], found=(), heat=lambda t: False) -> list[Layer]:
+    return lost_charges(
+        layers,
+        list(found),
+        min_s=1.5 * HOUR,
+        apart_s=0.5 * HOUR,
+        outlast_factor=2.0,
+        outlast_margin_s=2 * HOUR,
+        in_the_heat_hours=heat,
+    )
+
+
+# An AC's runs at 17:00-20:00 every day, 20-40 min long.
+AC_RUNS = [at(day, 17 + k, 0.33 + 0.1 * (k % 3)) for day in range(7) for k in range(3)]
+
+
+def test_a_layer_outlasting_its_time_of_days_other_layers_is_a_lost_charge():
+    charge = at(5, 18.5, 3.0)
+    assert lost([*AC_RUNS, charge]) == [charge]
+
+
+def test_a_layer_no_longer_than_twice_another_days_layer_at_that_time_is_not():
+    """The AC ran 2 h on another evening: a 3 h layer at that hour may be its run too."""
+    long_run, charge = at(2, 18.0, 2.0), at(5, 18.5, 3.0)
+    assert charge not in lost([*AC_RUNS, long_run, charge])
+    # ... but a layer at another time of day is not judged against it.
+    night = at(5, 2.0, 3.0)
+    assert night in lost([*AC_RUNS, long_run, night])
+
+
+def test_no_lost_charge_near_a_session_found_short_or_in_the_heat_hours():
+    charge = at(5, 18.5, 3.0)
+    near = [(charge.stop + 0.25 * HOUR, charge.stop + 2 * HOUR)]
+    assert lost([*AC_RUNS, charge], found=near) == []
+    assert lost([*AC_RUNS, at(5, 18.5, 1.25)]) == []
+    assert lost([*AC_RUNS, charge], heat=lambda t: 17 <= (t % DAY) / HOUR <= 20) == []
