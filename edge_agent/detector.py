@@ -103,7 +103,7 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.23"
+DETECTOR_VERSION = "floor-step/1.24"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 

@@ -7,12 +7,14 @@ ends, never falls back to within three quarters of that power of its floor befor
 (the AC's off times dip to the house plus the EV, not to the house). An AC's run makes a
 layer of its size too, so a layer counts only where it lasts ``outlast_factor`` times as
 long as any other layer that began at about its time of day (``outlast_margin_s``) on the
-file's other days, and not in the hours the AC ran through the heat. Pure: arrays in, layers
-out.
+file's other days, and not in the hours the AC ran through the heat. A session the detector
+found late (once the AC's run it rose in stepped off, or after a pause) lies in its charge's
+layer, which began earlier: the charge began there. Pure: arrays in, layers out.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,8 +22,12 @@ import numpy as np
 
 from edge_agent.house import apart_in_the_day
 
-# A layer this much under the EV's power at its floor is the EV gone (or tapered off).
+# The house under its floor plus this share of the EV's power: the EV is gone (or tapered off).
 HOLD_FRACTION = 0.75
+# A session lies in a layer that rose this long or more before it and held through this share
+# of it: the same load was on all along, and the session was found late.
+EARLIER_S = 5 * 60.0
+HELD_THROUGH = 0.9
 # Readings this far apart or closer show an AC's off times (5 min and more) between its runs;
 # this far apart or more, a charger's soft start (up to a minute) is within two readings (a
 # rise over one or two 1-s readings is a compressor's, not a charger's).
@@ -33,6 +39,7 @@ class Layer:
     start: float
     stop: float
     ev_energy_wh: float
+    floor_w: float  # the house's floor before the rise
 
     @property
     def lasted(self) -> float:
@@ -62,14 +69,9 @@ def held_layers(
     after_no_gap = np.concatenate([[True], np.diff(times) <= max_gap_s])
     longest = max(2, round(max_s / interval))
     before = max(1, round(floor_s / interval))
-    one = powers[1:-1] - powers[:-2]  # the rise into reading i (i from 1)
-    two = powers[2:] - powers[:-2]  # ... over readings i and i + 1, once the first is a rise
-    of_size = (np.abs(one - level) <= tolerance * level) | (
-        (np.abs(two - level) <= tolerance * level) & (one > 0.2 * level)
-    )
     layers: list[Layer] = []
     held_to = 0
-    for i in map(int, np.flatnonzero(of_size) + 1):
+    for i in map(int, np.flatnonzero(rises_of_size(powers, level, tolerance))):
         if i < held_to:
             continue  # a rise inside a layer already found
         floor = float(powers[max(0, i - before) : i].min())
@@ -79,12 +81,54 @@ def held_layers(
         end = i + (int(np.argmin(held)) if not held.all() else len(held) - 1)
         if end - i < 2:
             continue
-        ev = np.clip(powers[i:end] - floor, 0.0, level)
         # Ended by a gap, the layer was last seen a reading before it.
-        stop = times[end] if after_no_gap[end] else times[end - 1] + interval
-        layers.append(Layer(float(times[i]), float(stop), float(ev.sum()) * interval / 3600))
+        stop = float(times[end] if after_no_gap[end] else times[end - 1] + interval)
+        ev = ev_energy(times, powers, level, floor, start=float(times[i]), stop=stop)
+        layers.append(Layer(float(times[i]), stop, ev, floor))
         held_to = end
     return layers
+
+
+def rises_of_size(powers: np.ndarray, level: float, tolerance: float) -> np.ndarray:
+    """For each reading, whether the house's power rose into it by ``level`` (within
+    ``tolerance``), over it alone or over it and the next (a rise split between readings)."""
+    one = np.diff(powers, prepend=powers[:1])  # the rise into reading i
+    two = np.append(powers[2:] - powers[:-2], 0.0)  # ... over readings i and i + 1
+    two = np.concatenate([[0.0], two])
+    return (np.abs(one - level) <= tolerance * level) | (
+        (np.abs(two - level) <= tolerance * level) & (one > 0.2 * level)
+    )
+
+
+def rose_at(times: np.ndarray, rises: np.ndarray, t: float, within_s: float) -> bool:
+    """A rise (of ``rises_of_size``) into a reading within ``within_s`` of ``t``."""
+    first = int(np.searchsorted(times, t - within_s, side="left"))
+    last = int(np.searchsorted(times, t + within_s, side="right"))
+    return bool(rises[first:last].any())
+
+
+def ev_energy(
+    times: np.ndarray, powers: np.ndarray, level: float, floor: float, *, start: float, stop: float
+) -> float:
+    """The EV's energy (Wh) from ``start`` to ``stop`` in a layer over ``floor``: each
+    reading's excess over it, capped at ``level`` (loads on top are not the EV's), for as long
+    as the reading held."""
+    first, last = (int(k) for k in np.searchsorted(times, [start, stop]))
+    held = np.diff(np.append(times[first:last], stop))
+    return float(np.clip(powers[first:last] - floor, 0.0, level) @ held) / 3600.0
+
+
+def layer_begun_before(layers: list[Layer], start: float, stop: float) -> Layer | None:
+    """The layer (of ``layers``, in time order) a session found from ``start`` to ``stop``
+    lies in, where it rose ``EARLIER_S`` or more before the session and held through
+    ``HELD_THROUGH`` of it, or None."""
+    k = bisect.bisect_right(layers, start, key=lambda layer: layer.start) - 1
+    if k < 0:
+        return None
+    layer = layers[k]
+    if layer.start <= start - EARLIER_S and layer.stop >= start + HELD_THROUGH * (stop - start):
+        return layer
+    return None
 
 
 def lost_charges(

@@ -21,6 +21,7 @@ import math
 import statistics
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,7 +36,14 @@ from edge_agent.detector import (
     Transition,
     transaction_id,
 )
-from edge_agent.held_layers import Layer, held_layers, lost_charges
+from edge_agent.held_layers import (
+    ev_energy,
+    held_layers,
+    layer_begun_before,
+    lost_charges,
+    rises_of_size,
+    rose_at,
+)
 from edge_agent.house import House, apart_in_the_day, charging_power
 from schemas.pleevi import Measurement, TransactionState
 from schemas.timefmt import format_utc
@@ -196,8 +204,7 @@ def detect(
             )
             kept = _of_the_households_ev(second, config, days)
         if ev_power is not None:
-            lost = _lost_under_other_loads(meter, kept, ev_power, heat, config)
-            kept = sorted(kept + lost, key=lambda tr: tr.start_time)
+            kept = _over_the_whole_file(meter, kept, ev_power, heat, config)
         yield from kept
 
 
@@ -271,28 +278,50 @@ def _of_the_households_ev(
     return [tr for tr in ended if tr.ev_peak_power_w >= config.household_level_fraction * typical]
 
 
-def _lost_under_other_loads(
+def _over_the_whole_file(
     meter: _MeterReadings,
     found: list[Transition],
     ev_power: float,
     heat_hours: list[list[float]],
     config: DetectorConfig,
 ) -> list[Transition]:
-    """The charges the detector lost under other loads (``held_layers``), as sessions."""
+    """The sessions found, each begun where its charge's layer rose if it was found late, and
+    the charges the detector lost under other loads (``held_layers``), in time order."""
     order = np.fromiter(meter.order or range(len(meter.times)), dtype=np.int64)
     times = np.frombuffer(meter.times, dtype=np.float64)[order]
     powers = np.frombuffer(meter.powers, dtype=np.float64)[order]
     registers = np.frombuffer(meter.energies, dtype=np.float64)[order]
-    house = House(config, heat_hours=heat_hours)
+    tolerance = config.same_size_tolerance
     layers = held_layers(
         times,
         powers,
         ev_power,
-        tolerance=config.same_size_tolerance,
+        tolerance=tolerance,
         floor_s=config.floor_window_s,
         max_gap_s=config.max_gap_s,
         max_s=config.max_session_s,
     )
+    rises = rises_of_size(powers, ev_power, tolerance)
+
+    def begun_at_its_layer(tr: Transition) -> Transition:
+        """Begun where its charge's layer rose if it was found late (``layer_begun_before``)
+        and not at a rise of the EV's power (within ``step_window_s``: there the detector saw
+        the charge rise, and the layer's earlier rise is the AC's run it rose in), the EV's
+        energy and the meter's count before it added."""
+        start, stop = tr.start_time, tr.stop_time or tr.timestamp
+        layer = layer_begun_before(layers, start, stop)
+        if layer is None or rose_at(times, rises, start, config.step_window_s):
+            return tr
+        before = ev_energy(times, powers, ev_power, layer.floor_w, start=layer.start, stop=start)
+        counted = _counted_between(times, powers, registers, layer.start, start)
+        return replace(
+            tr,
+            start_time=layer.start,
+            ev_energy_wh=round(tr.ev_energy_wh + before, 1),
+            meter_energy_wh=round(tr.meter_energy_wh + counted, 1),
+        )
+
+    found = [begun_at_its_layer(tr) for tr in found]
     lost = lost_charges(
         layers,
         [(tr.start_time, tr.stop_time or tr.timestamp) for tr in found],
@@ -300,9 +329,9 @@ def _lost_under_other_loads(
         apart_s=config.lost_apart_s,
         outlast_factor=config.outlast_factor,
         outlast_margin_s=config.outlast_margin_s,
-        in_the_heat_hours=house.in_the_heat_hours,
+        in_the_heat_hours=House(config, heat_hours=heat_hours).in_the_heat_hours,
     )
-    return [
+    lost_sessions = [
         Transition(
             state=TransactionState.ENDED,
             asset_id=meter.asset_id,
@@ -313,20 +342,23 @@ def _lost_under_other_loads(
             ev_power_w=0.0,
             ev_peak_power_w=round(ev_power, 1),
             ev_energy_wh=round(layer.ev_energy_wh, 1),
-            meter_energy_wh=round(_counted_between(times, powers, registers, layer), 1),
+            meter_energy_wh=round(
+                _counted_between(times, powers, registers, layer.start, layer.stop), 1
+            ),
             confidence=LOST_CONFIDENCE,
             sequence_number=0,
         )
         for layer in lost
     ]
+    return sorted(found + lost_sessions, key=lambda tr: tr.start_time)
 
 
 def _counted_between(
-    times: np.ndarray, powers: np.ndarray, registers: np.ndarray, layer: Layer
+    times: np.ndarray, powers: np.ndarray, registers: np.ndarray, start: float, stop: float
 ) -> float:
-    """What the meter counted over a layer: its register's advance, or (no register, or one
-    that went back: a reset) the house's power over the layer's readings."""
-    first, last = np.searchsorted(times, [layer.start, layer.stop])
+    """What the meter counted from ``start`` to ``stop``: its register's advance, or (no
+    register, or one that went back: a reset) the house's power over those readings."""
+    first, last = np.searchsorted(times, [start, stop])
     advance = float(registers[last] - registers[first])
     if advance >= 0.0:  # NaN (no register) compares false
         return advance

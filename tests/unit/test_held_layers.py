@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.held_layers import Layer, held_layers, lost_charges
+from edge_agent.held_layers import (
+    Layer,
+    held_layers,
+    layer_begun_before,
+    lost_charges,
+    rises_of_size,
+    rose_at,
+)
 
 DAY = 86_400.0
 HOUR = 3_600.0
@@ -71,7 +78,7 @@ def test_no_layers_where_readings_hide_the_acs_off_times_or_a_chargers_soft_star
 
 
 def at(day: int, hour: float, hours: float) -> Layer:
-    return Layer(day * DAY + hour * HOUR, day * DAY + (hour + hours) * HOUR, 3_600.0 * hours)
+    return Layer(day * DAY + hour * HOUR, day * DAY + (hour + hours) * HOUR, 3_600.0 * hours, 400.0)
 
 
 def lost(layers: list[Layer], found=(), heat=lambda t: False) -> list[Layer]:
@@ -110,3 +117,24 @@ def test_no_lost_charge_near_a_session_found_short_or_in_the_heat_hours():
     assert lost([*AC_RUNS, charge], found=near) == []
     assert lost([*AC_RUNS, at(5, 18.5, 1.25)]) == []
     assert lost([*AC_RUNS, charge], heat=lambda t: 17 <= (t % DAY) / HOUR <= 20) == []
+
+
+def test_a_session_in_a_layer_that_rose_earlier_and_held_through_it_began_with_the_layer():
+    layer = at(5, 17.0, 4.0)  # 17:00-21:00
+    day = 5 * DAY
+    assert layer_begun_before([AC_RUNS[0], layer], day + 17.5 * HOUR, day + 20.5 * HOUR) == layer
+    # Begun within 5 min of the layer's rise: found as it rose, nothing to move.
+    assert layer_begun_before([layer], day + 17.05 * HOUR, day + 20.5 * HOUR) is None
+    # The layer ended before 90% of the session: not the same load all along.
+    assert layer_begun_before([layer], day + 17.5 * HOUR, day + 22.0 * HOUR) is None
+    # Begun before any layer.
+    assert layer_begun_before([layer], day + 16.0 * HOUR, day + 20.0 * HOUR) is None
+
+
+def test_a_rise_of_the_evs_power_is_seen_over_one_or_two_readings_near_a_time():
+    powers = np.array([400.0, 400.0, 4_000.0, 4_000.0, 400.0, 2_200.0, 4_000.0] + [400.0] * 5)
+    rises = rises_of_size(powers, 3_600.0, 0.15)
+    assert list(np.flatnonzero(rises)) == [2, 5]  # at once, and split over readings 5 and 6
+    times = np.arange(len(powers)) * 60.0
+    assert rose_at(times, rises, 0.0, 120.0)
+    assert not rose_at(times, rises, 10 * 60.0, 120.0)

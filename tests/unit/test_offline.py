@@ -382,6 +382,41 @@ def test_a_charge_lost_under_other_loads_is_found_over_the_whole_file():
     assert lost.confidence < min(tr.confidence for tr in found[:-1])
 
 
+def charge_among_the_ac_and_a_water_heater(ev_from: int, heater_from: int | None = None):
+    """Five nights' 3 h charges at 3.6 kW alone; on the sixth day a 3.4 kW AC cycles (25 min
+    on, 15 off) from 10:00, the EV charges 3 h from minute ``ev_from`` of the day and a 4.5 kW
+    water heater recovers for 45 min from minute ``heater_from``."""
+
+    def load(m: int) -> float:
+        day, m = divmod(m, 1440)
+        ac = 3400.0 if day == 5 and 600 <= m < 1320 and (m - 600) % 40 < 25 else 0.0
+        on = (day < 5 and 120 <= m < 300) or (day == 5 and ev_from <= m < ev_from + 180)
+        heater = heater_from is not None and day == 5 and heater_from <= m < heater_from + 45
+        return ac + (3600.0 if on else 0.0) + (4500.0 if heater else 0.0)
+
+    return load
+
+
+def test_a_charge_found_late_begins_where_its_layer_rose():
+    """The charge rises at 17:52 in the AC's off time; the water heater rises on top at 18:00
+    and the detector takes the charge from there. Over the whole file, the house never fell
+    back under its floor plus the EV's power from 17:52 on: the charge began then, and its
+    first 8 min are counted. Control: a charge that rose at 18:04 in the AC's run (at a rise
+    of the EV's power) keeps its start, not the AC's 18:00."""
+    day6 = START.timestamp() + 5 * 86_400
+
+    def last_session(load):
+        rows = minutes(24 * 7, load)
+        return list(detect([("m", t.timestamp(), p, e) for t, p, e in rows]))[-1]
+
+    late = last_session(charge_among_the_ac_and_a_water_heater(1072, heater_from=1080))
+    assert late.start_time == pytest.approx(day6 + 1072 * 60, abs=60)
+    # (the detector ends it with the AC's run over its end, 13 min on: a few % over)
+    assert late.ev_energy_wh == pytest.approx(3600 * 3, rel=0.08)
+    on_top = last_session(charge_among_the_ac_and_a_water_heater(1084))
+    assert on_top.start_time == pytest.approx(day6 + 1084 * 60, abs=60)
+
+
 def ac_around_a_charge(m: int) -> float:
     """A 2.9 kW AC cycling (15 min on, 15 off) from 10:00 to 20:00, and a 100 min charge at
     3.6 kW from 14:00 right after one of its cycles."""
