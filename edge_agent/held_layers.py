@@ -93,8 +93,8 @@ def rises_of_size(powers: np.ndarray, level: float, tolerance: float) -> np.ndar
     """For each reading, whether the house's power rose into it by ``level`` (within
     ``tolerance``), over it alone or over it and the next (a rise split between readings)."""
     one = np.diff(powers, prepend=powers[:1])  # the rise into reading i
-    two = np.append(powers[2:] - powers[:-2], 0.0)  # ... over readings i and i + 1
-    two = np.concatenate([[0.0], two])
+    two = np.zeros_like(powers)
+    two[1:-1] = powers[2:] - powers[:-2]  # ... over readings i and i + 1
     return (np.abs(one - level) <= tolerance * level) | (
         (np.abs(two - level) <= tolerance * level) & (one > 0.2 * level)
     )
