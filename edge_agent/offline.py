@@ -288,6 +288,7 @@ def _over_the_whole_file(
     """The sessions found, each begun where its charge's layer rose if it was found late, and
     the charges the detector lost under other loads (``held_layers``), in time order."""
     order = np.fromiter(meter.order or range(len(meter.times)), dtype=np.int64)
+    order = order[~np.isnan(np.frombuffer(meter.powers, dtype=np.float64)[order])]  # gaps
     times = np.frombuffer(meter.times, dtype=np.float64)[order]
     powers = np.frombuffer(meter.powers, dtype=np.float64)[order]
     registers = np.frombuffer(meter.energies, dtype=np.float64)[order]

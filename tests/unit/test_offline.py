@@ -4,6 +4,7 @@ EV charging power, offline and in a running agent."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -380,6 +381,15 @@ def test_a_charge_lost_under_other_loads_is_found_over_the_whole_file():
     assert lost.ev_energy_wh == pytest.approx(3600 * 3, rel=0.05)
     assert lost.ev_peak_power_w == pytest.approx(3600, rel=0.01)
     assert lost.confidence < min(tr.confidence for tr in found[:-1])
+    # An empty power reading (a gap) in the hour before the rise and one in the charge leave
+    # it found, its energy a number.
+    empty = {5 * 1440 + 1060, 5 * 1440 + 1150}
+    gappy = [
+        ("m", t.timestamp(), math.nan if i in empty else p, e) for i, (t, p, e) in enumerate(rows)
+    ]
+    (again,) = [tr for tr in detect(gappy) if tr.start_time > day6]
+    assert again.start_time == lost.start_time
+    assert again.ev_energy_wh == pytest.approx(3600 * 3, rel=0.05)
 
 
 def charge_among_the_ac_and_a_water_heater(ev_from: int, heater_from: int | None = None):
