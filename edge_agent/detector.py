@@ -36,7 +36,8 @@ How it separates the EV from the house:
 * Offline (``follows_loads_under``), a load in the floor under a candidate (the floor above the
   house's floor over ``deep_floor_window_s``: the AC running through a hot afternoon) that
   switches off lowers the candidate's base instead of ending it, when power falls by no more
-  than that load, under the candidate's level but not away.
+  than that load, under the candidate's level but not away. Not where the house exported in
+  that floor's hours, or exports at this hour lately: its floor there is the sun's.
 * At coarse resolution (``coarse_interval_s``) a candidate whose interval means rise and fall
   with a duty cycle is a compressor: a charger's means hold its level (unless its lowest
   interval is the house's charging power: that charger, a load cycling on top).
@@ -103,7 +104,7 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.24"
+DETECTOR_VERSION = "floor-step/1.25"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -523,7 +524,11 @@ class MeterDetector:
         self.phase = Phase.PENDING
         self.cand_start, self.cand_base = t, base
         deep = self.deep_floor.value()
-        self.cand_under = max(0.0, base - deep) if deep is not None else 0.0
+        # Where the house exports, its floor over hours is the sun's, not a load left on.
+        if deep is None or deep < -self.config.solar_export_w or self.house.solar(t):
+            self.cand_under = 0.0
+        else:
+            self.cand_under = max(0.0, base - deep)
         self.cand_first_excess = self.cand_sum = excess
         self.cand_excess = [excess]
         self.cand_sorted = []
