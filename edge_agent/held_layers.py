@@ -50,16 +50,16 @@ def held_layers(
     times: np.ndarray,
     powers: np.ndarray,
     level: float,
+    rises: np.ndarray,
     *,
-    tolerance: float,
     floor_s: float,
     max_gap_s: float,
     max_s: float,
 ) -> list[Layer]:
-    """Every layer of ``level``'s size (a rise within ``tolerance`` of it over one or two
-    readings, the floor before it the lowest reading over ``floor_s``), each held until the
-    house's power falls under that floor plus ``HOLD_FRACTION`` of ``level``, or a gap in the
-    readings over ``max_gap_s``, for ``max_s`` at most."""
+    """Every layer of ``level``'s size (from each of its ``rises``, of ``rises_of_size``, the
+    floor before it the lowest reading over ``floor_s``), each held until the house's power
+    falls under that floor plus ``HOLD_FRACTION`` of ``level``, or a gap in the readings over
+    ``max_gap_s``, for ``max_s`` at most."""
     n = len(times)
     if n < 3:
         return []
@@ -71,7 +71,7 @@ def held_layers(
     before = max(1, round(floor_s / interval))
     layers: list[Layer] = []
     held_to = 0
-    for i in map(int, np.flatnonzero(rises_of_size(powers, level, tolerance))):
+    for i in map(int, np.flatnonzero(rises)):
         if i < held_to:
             continue  # a rise inside a layer already found
         floor = float(powers[max(0, i - before) : i].min())
@@ -83,7 +83,7 @@ def held_layers(
             continue
         # Ended by a gap, the layer was last seen a reading before it.
         stop = float(times[end] if after_no_gap[end] else times[end - 1] + interval)
-        ev = ev_energy(times, powers, level, floor, start=float(times[i]), stop=stop)
+        ev = energy_over(times, powers, floor, level, start=float(times[i]), stop=stop)
         layers.append(Layer(float(times[i]), stop, ev, floor))
         held_to = end
     return layers
@@ -107,15 +107,15 @@ def rose_at(times: np.ndarray, rises: np.ndarray, t: float, within_s: float) -> 
     return bool(rises[first:last].any())
 
 
-def ev_energy(
-    times: np.ndarray, powers: np.ndarray, level: float, floor: float, *, start: float, stop: float
+def energy_over(
+    times: np.ndarray, powers: np.ndarray, floor: float, cap: float, *, start: float, stop: float
 ) -> float:
-    """The EV's energy (Wh) from ``start`` to ``stop`` in a layer over ``floor``: each
-    reading's excess over it, capped at ``level`` (loads on top are not the EV's), for as long
-    as the reading held."""
+    """The energy (Wh) from ``start`` to ``stop`` of the power over ``floor``, capped at
+    ``cap``, each reading for as long as it held: in a layer, the EV's (its floor the layer's,
+    capped at the EV's power: loads on top are not the EV's)."""
     first, last = (int(k) for k in np.searchsorted(times, [start, stop]))
     held = np.diff(np.append(times[first:last], stop))
-    return float(np.clip(powers[first:last] - floor, 0.0, level) @ held) / 3600.0
+    return float(np.clip(powers[first:last] - floor, 0.0, cap) @ held) / 3600.0
 
 
 def layer_begun_before(layers: list[Layer], start: float, stop: float) -> Layer | None:

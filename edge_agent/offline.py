@@ -10,7 +10,8 @@ and the hours at which the AC ran through the heat, it runs a second time with t
 fifth smaller than the EV is then not the EV's size; a hot afternoon's first long AC run,
 with no cycle just before it, is then known for one). Last, a charge the detector lost under
 other loads (it follows one candidate and one load on top) is looked for as a held layer at
-that power over the whole file (``held_layers``).
+that power over the whole file, and a session found late begun where its layer rose
+(``held_layers``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from edge_agent.detector import (
     transaction_id,
 )
 from edge_agent.held_layers import (
-    ev_energy,
+    energy_over,
     held_layers,
     layer_begun_before,
     lost_charges,
@@ -166,7 +167,8 @@ def detect(
     which the first run saw the AC run through the heat (``House.heat_hours``). A known
     ``charging_power_w`` (the power the meters' EVs draw, measured on a past charge) is used
     instead of the learnt one, however few sessions the file holds. Knowing the power, the
-    charges lost under other loads are added (``_lost_under_other_loads``).
+    sessions found late are begun where their charges rose and the charges lost under other
+    loads are added (``_over_the_whole_file``).
     """
     config = config or DetectorConfig()
     by_meter: dict[str, _MeterReadings] = {}
@@ -292,17 +294,16 @@ def _over_the_whole_file(
     times = np.frombuffer(meter.times, dtype=np.float64)[order]
     powers = np.frombuffer(meter.powers, dtype=np.float64)[order]
     registers = np.frombuffer(meter.energies, dtype=np.float64)[order]
-    tolerance = config.same_size_tolerance
+    rises = rises_of_size(powers, ev_power, config.same_size_tolerance)
     layers = held_layers(
         times,
         powers,
         ev_power,
-        tolerance=tolerance,
+        rises,
         floor_s=config.floor_window_s,
         max_gap_s=config.max_gap_s,
         max_s=config.max_session_s,
     )
-    rises = rises_of_size(powers, ev_power, tolerance)
 
     def begun_at_its_layer(tr: Transition) -> Transition:
         """Begun where its charge's layer rose if it was found late (``layer_begun_before``)
@@ -313,7 +314,7 @@ def _over_the_whole_file(
         layer = layer_begun_before(layers, start, stop)
         if layer is None or rose_at(times, rises, start, config.step_window_s):
             return tr
-        before = ev_energy(times, powers, ev_power, layer.floor_w, start=layer.start, stop=start)
+        before = energy_over(times, powers, layer.floor_w, ev_power, start=layer.start, stop=start)
         counted = _counted_between(times, powers, registers, layer.start, start)
         return replace(
             tr,
@@ -358,12 +359,12 @@ def _counted_between(
     times: np.ndarray, powers: np.ndarray, registers: np.ndarray, start: float, stop: float
 ) -> float:
     """What the meter counted from ``start`` to ``stop``: its register's advance, or (no
-    register, or one that went back: a reset) the house's power over those readings."""
+    register, or one that went back: a reset) the house's imported power over that time."""
     first, last = np.searchsorted(times, [start, stop])
     advance = float(registers[last] - registers[first])
     if advance >= 0.0:  # NaN (no register) compares false
         return advance
-    return float(powers[first:last].sum() * np.diff(times[first : last + 1]).mean() / 3600.0)
+    return energy_over(times, powers, 0.0, math.inf, start=start, stop=stop)
 
 
 def _off_the_daily_schedule(

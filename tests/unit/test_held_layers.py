@@ -18,16 +18,19 @@ DAY = 86_400.0
 HOUR = 3_600.0
 
 
-def layers_of(powers: list[float], level: float = 3_600.0) -> list[Layer]:
-    times = np.arange(len(powers), dtype=np.float64) * 60.0
+def layers_of(
+    powers: list[float] | np.ndarray,
+    times: np.ndarray | None = None,
+    max_gap_s: float = 20 * 60.0,
+    level: float = 3_600.0,
+) -> list[Layer]:
+    """The layers of a 3.6 kW EV's size (within 15%), readings a minute apart unless ``times``."""
+    watts = np.asarray(powers, dtype=np.float64)
+    if times is None:
+        times = np.arange(len(watts), dtype=np.float64) * 60.0
+    rises = rises_of_size(watts, level, 0.15)
     return held_layers(
-        times,
-        np.array(powers),
-        level,
-        tolerance=0.15,
-        floor_s=HOUR,
-        max_gap_s=20 * 60.0,
-        max_s=36 * HOUR,
+        times, watts, level, rises, floor_s=HOUR, max_gap_s=max_gap_s, max_s=36 * HOUR
     )
 
 
@@ -55,10 +58,7 @@ def test_a_gap_in_the_readings_ends_a_layer():
     powers = [ac_and_charge(m) for m in range(600)]
     times = np.arange(600, dtype=np.float64) * 60.0
     times[200:] += 3 * HOUR  # the meter silent for three hours mid-charge
-    layers = held_layers(
-        times, np.array(powers), 3_600.0, tolerance=0.15, floor_s=HOUR,
-        max_gap_s=20 * 60.0, max_s=36 * HOUR,
-    )  # fmt: skip
+    layers = layers_of(powers, times)
     (charge,) = [layer for layer in layers if layer.start == 145 * 60.0]
     assert charge.stop == 200 * 60.0  # a reading after the last before the gap
 
@@ -69,12 +69,7 @@ def test_no_layers_where_readings_hide_the_acs_off_times_or_a_chargers_soft_star
     tens of readings, and a rise over one or two is a compressor's."""
     times = np.arange(10_000, dtype=np.float64) * apart_s
     powers = np.array([400.0 + (3_600.0 if 20 <= i < 8_000 else 0.0) for i in range(10_000)])
-    assert (
-        held_layers(
-            times, powers, 3_600.0, tolerance=0.15, floor_s=HOUR, max_gap_s=HOUR, max_s=36 * HOUR
-        )
-        == []
-    )
+    assert layers_of(powers, times, max_gap_s=HOUR) == []
 
 
 def at(day: int, hour: float, hours: float) -> Layer:
