@@ -3,13 +3,16 @@
 Readings are processed in small chunks; each chunk's messages and the detector states that
 produced them are committed to the store in one transaction, then handed to the publisher.
 Readings a restored detector has already seen (a replayed file after a restart) are skipped,
-so a restart neither repeats nor loses a transition.
+so a restart neither repeats nor loses a transition. Each meter's readings are also kept, as
+minute means, for its daily second look (``second_look``), whose late sessions go out the
+same way.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +23,15 @@ from edge_agent.control import PowerControl, Verdict
 from edge_agent.detector import DETECTOR_VERSION, DetectorConfig, MeterDetector, Phase, Transition
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.offline import Reading
-from edge_agent.store import COMMAND_RESULT, MEASUREMENT, TRANSACTION, AgentStore, Outgoing
+from edge_agent.second_look import DAY_S, SecondLook
+from edge_agent.store import (
+    COMMAND_RESULT,
+    MEASUREMENT,
+    TRANSACTION,
+    AgentStore,
+    Outgoing,
+    RetainedReading,
+)
 from schemas.pleevi import Measurement, Transaction, TransactionState
 from schemas.topics import EdgeKind, edge_topic
 
@@ -73,6 +84,8 @@ class EdgeAgent:
         on_commit: Any = None,
         control: PowerControl | None = None,
         charging_power_w: Mapping[str, float] | None = None,
+        second_look_days: int = 14,
+        second_look_hour_utc: int = 4,
     ) -> None:
         self.site_id = site_id
         self._store = store
@@ -92,6 +105,13 @@ class EdgeAgent:
         self._last_measurement: dict[str, float] = {
             asset: state["last_measurement"] for asset, state in saved.items()
         }
+        self._look_days = second_look_days
+        self._look_hour = second_look_hour_utc
+        self._looks: dict[str, SecondLook] = {}
+        for asset, state in saved.items():
+            if second_look_days and "second_look" in state:
+                self._looking(asset).restore(state["second_look"])
+        self._retained: list[RetainedReading] = []  # kept, not yet committed
         self.last_reading_at: float | None = None
         self._uncommitted_verdicts: list[str] = []  # action ids (reading thread only)
         self._refresh_open_sessions()
@@ -103,6 +123,40 @@ class EdgeAgent:
         if known is not None:
             det.house.know_charging_power(known)
         return det
+
+    def _looking(self, asset: str) -> SecondLook:
+        look = self._looks.get(asset)
+        if look is None:
+            # Spread over the hour: one gateway's meters do not all look at once.
+            at_s = self._look_hour * 3600.0 + zlib.crc32(asset.encode()) % 3600
+            look = SecondLook(asset, window_s=self._look_days * DAY_S, at_s=at_s)
+            self._looks[asset] = look
+        return look
+
+    def _second_look(
+        self, det: MeterDetector, t: float, power: float, energy: float | None, out: list[Outgoing]
+    ) -> None:
+        """Once a day, look over the meter's kept readings for missed charges; keep this one."""
+        asset = det.asset_id
+        look = self._looking(asset)
+        if look.due(t):  # over the readings before this one, as the detector stands before it
+            since = t - look.window_s
+            uncommitted = [r[1:] for r in self._retained if r[0] == asset and r[1] >= since]
+            late = look.look(
+                self._store.retained(asset, since) + uncommitted,
+                t,
+                det.deciding_since(),
+                house_power_w=det.house.charging_w,
+                config=self._config,
+                charging_power_w=self._known_power.get(asset),
+            )
+            self._store.forget_retained(asset, since)
+            for tr in late:
+                out.append(self._outgoing(asset, EdgeKind.TRANSACTION, transaction_message(tr)))
+                if tr.state is TransactionState.ENDED:
+                    self._metrics.second_look_sessions.inc()
+                    log.info("%s second look: %s", asset, tr.transaction_id)
+        self._retained.extend((asset, *r) for r in look.keep(t, power, energy))
 
     def _refresh_open_sessions(self) -> None:
         self._metrics.open_sessions.set(
@@ -142,12 +196,17 @@ class EdgeAgent:
         if det.seen_t is not None and t <= det.seen_t:
             self._metrics.readings.labels("dropped").inc()
             return False  # already seen (replay after restart) or out of order
+        if self._look_days:
+            self._second_look(det, t, power, energy, out)
         for tr in det.update(t, power, energy):
             out.append(self._outgoing(asset, EdgeKind.TRANSACTION, transaction_message(tr)))
             self._metrics.transactions.labels(tr.state.value).inc()
             log.info("%s %s %s", asset, tr.state.value, tr.transaction_id)
-            if tr.state is TransactionState.ENDED and self.control is not None:
-                self.control.actuator.session_ended(asset)
+            if tr.state is TransactionState.ENDED:
+                if self._look_days:
+                    self._looking(asset).publish(tr.start_time, tr.stop_time or tr.timestamp)
+                if self.control is not None:
+                    self.control.actuator.session_ended(asset)
         if self.control is not None:
             verdicts = self.control.observe(asset, t, det)
             out.extend(self._verdicts(verdicts))
@@ -199,18 +258,22 @@ class EdgeAgent:
         touched = {r[0] for r in readings if self._handle(r, out)}
         self._commit(out, touched)
 
+    def _state(self, asset: str) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "detector": self.detectors[asset].snapshot(),
+            "last_measurement": self._last_measurement.get(asset),
+        }
+        if self._look_days:
+            state["second_look"] = self._looking(asset).snapshot()
+        return state
+
     def _commit(self, out: list[Outgoing], touched: set[str]) -> None:
         if not out and not touched:
             return
-        states = {
-            asset: {
-                "detector": self.detectors[asset].snapshot(),
-                "last_measurement": self._last_measurement.get(asset),
-            }
-            for asset in touched
-        }
+        states = {asset: self._state(asset) for asset in touched}
         before = self._store.dropped_measurements
-        self._store.commit(out, states)
+        self._store.commit(out, states, self._retained)
+        self._retained = []
         if self.control is not None and self._uncommitted_verdicts:
             self.control.acknowledge(self._uncommitted_verdicts)
             self._uncommitted_verdicts = []

@@ -1425,6 +1425,15 @@ class MeterDetector:
         stop = s.low_since if self.phase is Phase.PAUSED and s.low_since else self.last_t
         return [*out, self._end(self.last_t, stop)]
 
+    def deciding_since(self) -> float | None:
+        """The start of the session open or of the candidate still being judged (a span a
+        transition of this detector may yet cover), or None when it is idle."""
+        if self.session is not None and self.phase in (Phase.CHARGING, Phase.PAUSED):
+            return self.session.start
+        if self.phase in (Phase.PENDING, Phase.POSTCHECK):
+            return self.cand_start
+        return None
+
     # ------------------------------------------------------------------ power limits
     def open_session(self) -> str | None:
         """The transactionId of the session charging or paused now, if any."""

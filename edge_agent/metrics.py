@@ -23,6 +23,11 @@ class EdgeMetrics:
         )
         for state in TransactionState:
             self.transactions.labels(state.value)
+        self.second_look_sessions = Counter(
+            "ev_edge_second_look_sessions_total",
+            "Sessions the daily second look found that the live detector missed (sent late).",
+            registry=registry,
+        )
         self.open_sessions = Gauge(
             "ev_edge_open_sessions", "Sessions currently charging or paused.", registry=registry
         )

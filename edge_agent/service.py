@@ -127,6 +127,8 @@ def run(settings: EdgeSettings) -> int:
         on_commit=publisher.notify,
         control=control,
         charging_power_w=settings.charging_power_w,
+        second_look_days=settings.second_look_days,
+        second_look_hour_utc=settings.second_look_hour_utc,
     )
     agent_ref.append(agent)
     # Persistent session: commands sent while the gateway is away wait (until they expire).

@@ -60,6 +60,15 @@ class EdgeSettings(BaseSettings):
         '(e.g. {"meter-7": 3600}): measured on a past charge, not a charger\'s nameplate (a car '
         "may draw less). Used from the first reading instead of learnt from the meter's sessions.",
     )
+    second_look_days: int = Field(
+        default=14,
+        ge=0,
+        le=60,
+        description="Days of each meter's readings kept (as minute means) for the daily second "
+        "look, which publishes late the charges the live detector missed; 0 = no second look.",
+    )
+    second_look_hour_utc: int = Field(default=4, ge=0, le=23)
+    """Hour (UTC, by the readings' time) of the daily second look; meters spread over it."""
     metrics_host: str = "127.0.0.1"
     """Address of /metrics, /healthz, /readyz."""
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = any free port.")

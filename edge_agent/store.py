@@ -1,4 +1,5 @@
 """The agent's durable store: outgoing messages and detector state in one SQLite file (WAL).
+It also keeps each meter's last days of readings (as minute means) for the second look.
 
 A message enters the outbox in the same transaction as the detector state that produced it,
 and leaves only when the broker has acknowledged it. So a ``kill -9``, a reboot or a broker
@@ -35,6 +36,14 @@ CREATE TABLE IF NOT EXISTS detector_state (
     asset TEXT PRIMARY KEY,
     state BLOB NOT NULL
 );
+-- Each meter's last days as minute means, for the daily second look (``second_look``).
+CREATE TABLE IF NOT EXISTS retained (
+    asset TEXT NOT NULL,
+    t REAL NOT NULL,
+    power REAL NOT NULL,
+    energy REAL,
+    PRIMARY KEY (asset, t)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejected (
     id INTEGER PRIMARY KEY,
     topic TEXT NOT NULL,
@@ -55,6 +64,10 @@ class Outgoing:
     payload: bytes
     kind: str
     asset: str
+
+
+RetainedReading = tuple[str, float, float, float | None]
+"""(asset id, epoch seconds, power W, register Wh or None) kept for the second look."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,36 +99,36 @@ class AgentStore:
         with self._lock:
             self._db.close()
 
-    def commit(self, messages: Sequence[Outgoing], states: dict[str, dict[str, Any]]) -> None:
-        """Atomically enqueue ``messages`` and save the detector ``states`` that made them."""
+    def commit(
+        self,
+        messages: Sequence[Outgoing],
+        states: dict[str, dict[str, Any]],
+        retained: Sequence[RetainedReading] = (),
+    ) -> None:
+        """Atomically enqueue ``messages``, save the detector ``states`` that made them and
+        keep the ``retained`` readings they were made from."""
         now = time.time()
         db = self._db
         with self._lock:
-            self._commit(db, now, messages, states)
-
-    def _commit(
-        self,
-        db: sqlite3.Connection,
-        now: float,
-        messages: Sequence[Outgoing],
-        states: dict[str, dict[str, Any]],
-    ) -> None:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany(
-                "INSERT INTO outbox (topic, payload, kind, asset, created) VALUES (?, ?, ?, ?, ?)",
-                [(m.topic, m.payload, m.kind, m.asset, now) for m in messages],
-            )
-            db.executemany(
-                "INSERT INTO detector_state (asset, state) VALUES (?, ?) "
-                "ON CONFLICT (asset) DO UPDATE SET state = excluded.state",
-                [(asset, orjson.dumps(state)) for asset, state in states.items()],
-            )
-            self._enforce_bound()
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO outbox (topic, payload, kind, asset, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(m.topic, m.payload, m.kind, m.asset, now) for m in messages],
+                )
+                db.executemany(
+                    "INSERT INTO detector_state (asset, state) VALUES (?, ?) "
+                    "ON CONFLICT (asset) DO UPDATE SET state = excluded.state",
+                    [(asset, orjson.dumps(state)) for asset, state in states.items()],
+                )
+                # Idempotent: a reading kept before a crash is the same reading after it.
+                db.executemany("INSERT OR IGNORE INTO retained VALUES (?, ?, ?, ?)", retained)
+                self._enforce_bound()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def _enforce_bound(self) -> None:
         (depth,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
@@ -132,6 +145,22 @@ class AgentStore:
         with self._lock:
             rows = self._db.execute("SELECT asset, state FROM detector_state").fetchall()
         return {asset: orjson.loads(state) for asset, state in rows}
+
+    def retained(self, asset: str, since: float) -> list[tuple[float, float, float | None]]:
+        """``asset``'s kept readings (time, power W, register Wh) from ``since``, in time order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT t, power, energy FROM retained WHERE asset = ? AND t >= ? ORDER BY t",
+                (asset, since),
+            ).fetchall()
+        return [(t, p, e) for t, p, e in rows]
+
+    def forget_retained(self, asset: str, before: float) -> None:
+        """Drop ``asset``'s kept readings older than ``before`` (past the second look's days)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM retained WHERE asset = ? AND t < ?", (asset, before))
+            self._db.execute("COMMIT")
 
     def pending(self, after_id: int, limit: int) -> list[Queued]:
         with self._lock:

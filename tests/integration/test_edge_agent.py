@@ -64,7 +64,11 @@ def write_fleet(path: Path, meters: int, days: int) -> list[tuple[str, float, fl
         simulate_household(100 + i, HouseholdSpec(days=days), asset_id=f"m{i}").resample(60)
         for i in range(meters)
     ]
-    readings = list(simulated_fleet(traces))
+    return write_readings(path, list(simulated_fleet(traces)))
+
+
+def write_readings(path: Path, readings: list[tuple[str, float, float, float]]):
+    """``readings`` as Pleevi measurement JSON Lines."""
     with path.open("wb") as out:
         for asset, t, p, e in readings:
             stamp = datetime.fromtimestamp(t, UTC).isoformat()
@@ -87,9 +91,12 @@ def expected_transactions(readings) -> set[tuple[str, int, str]]:
     return out
 
 
-def start_agent(port: int, store: Path, data: Path, speed: float) -> subprocess.Popen[bytes]:
+def start_agent(
+    port: int, store: Path, data: Path, speed: float, **settings: str
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **{f"EDGE_{name.upper()}": value for name, value in settings.items()},
         "EDGE_MQTT__PORT": str(port),
         "EDGE_STORE_PATH": str(store),
         "EDGE_SOURCE": "file",
@@ -184,3 +191,53 @@ def test_nothing_lost_through_kill_and_broker_restart(private_broker, tmp_path):
     statuses = [GatewayStatus.model_validate_json(p) for t, p in got if t.endswith("/status")]
     assert statuses
     assert statuses[-1].state.value == "offline"  # a clean exit says so (retained)
+
+
+def test_the_second_look_sends_late_over_the_broker_what_the_live_detector_missed(
+    private_broker, tmp_path
+):
+    """Ten hot days of a house (one charge lost live among the AC's afternoon runs) replayed
+    through the agent: the live detector's transitions and, late, the lost charge's Started and
+    Ended reach a subscriber; with the second look off, only the live detector's."""
+    broker = private_broker()
+    trace = simulate_household(10, HouseholdSpec(days=10, hot_days=True, abrupt_ends=True))
+    readings = list(simulated_fleet([trace.resample(60)]))
+    data = tmp_path / "hot.jsonl"
+    write_readings(data, readings)
+    live = expected_transactions(readings)
+    sub = Subscriber(broker.port)
+    try:
+        for days in ("14", "0"):  # site "look-14", then site "look-0"
+            store = tmp_path / f"agent-{days}.sqlite3"
+            agent = start_agent(
+                broker.port, store, data, 0, second_look_days=days, site_id=f"look-{days}"
+            )
+            try:
+                assert agent.wait(120) == 0  # exits once the broker acknowledged all
+            finally:
+                if agent.poll() is None:
+                    agent.kill()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            received = {
+                days: {
+                    (t.transaction_id, t.sequence_number, t.transaction_state.value)
+                    for topic, p in sub.snapshot()
+                    if topic.startswith(f"ev/v1/look-{days}/") and topic.endswith("/transaction")
+                    for t in [Transaction.model_validate_json(p)]
+                }
+                for days in ("14", "0")
+            }
+            if received["0"] >= live and received["14"] > live:
+                break
+            time.sleep(0.2)
+    finally:
+        sub.close()
+    assert received["0"] == live
+    assert live <= received["14"]
+    late = received["14"] - live
+    assert late, "the second look sent nothing"
+    late_states: dict[str, list[str]] = defaultdict(list)
+    for tx_id, _seq, state in late:
+        late_states[tx_id].append(state)
+    assert all(sorted(states) == ["Ended", "Started"] for states in late_states.values())

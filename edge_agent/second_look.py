@@ -1,0 +1,181 @@
+"""The second look: charges the live detector missed, found over a meter's last days.
+
+The live detector decides reading by reading. The offline mode judges a whole file's sessions
+together: it knows the house's own charging power and the hours its AC runs through the heat
+before it starts, and it finds charges held under other loads (``held_layers``). So, once a
+day, the agent runs the offline mode over each meter's retained readings and publishes the
+sessions it finds that the live detector did not: those that ended ``settle_s`` or more before
+the look and overlap no session the live detector published, nor the one it has open or is
+still judging. Each goes out late, as a ``Started`` and an ``Ended`` with the offline mode's
+transactionId and confidence; the ingestor pairs them like any other. A live session is never
+retracted: the wire contract has no retraction, and a consumer may already have acted on it.
+
+Pure: readings and the live detector's spans in, transitions out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from edge_agent.detector import DetectorConfig, Transition
+from edge_agent.interval_mean import IntervalMean
+from edge_agent.interval_mean import Reading as KeptReading
+from edge_agent.offline import detect
+from schemas.pleevi import TransactionState
+
+Span = tuple[float, float]
+"""(start, stop) epoch seconds of a session already published (stop may be infinite)."""
+
+DAY_S = 86_400.0
+# The readings kept are minute means: what the offline mode is tuned on, and a day's 1,440 rows
+# per meter however fast the gateway reads it.
+KEPT_INTERVAL_S = 60.0
+
+
+@dataclass
+class SecondLook:
+    """One meter's second looks: the minute means it keeps of the meter's readings (``keep``;
+    the caller retains them), when the next look is due (``at_s`` into each UTC day, by the
+    readings' time, so a replay looks where a live run did) and the spans of the sessions
+    published over the last ``window_s`` (the live detector's and the looks' own)."""
+
+    asset_id: str
+    window_s: float = 14 * DAY_S
+    # Fewer days than this and the offline mode has too few sessions to judge them together:
+    # it would add more false sessions than lost ones.
+    min_history_s: float = 7 * DAY_S
+    settle_s: float = 2 * 3600.0
+    at_s: float = 4 * 3600.0
+    published: list[list[float]] = field(default_factory=list)
+    next_at: float | None = None
+    # Sessions that ended before this were judged by an earlier look: each is judged once.
+    judged_to: float | None = None
+    kept: IntervalMean = field(default_factory=lambda: IntervalMean(KEPT_INTERVAL_S))
+
+    def keep(self, t: float, power_w: float, energy_wh: float | None) -> list[KeptReading]:
+        """The minute means (or slower readings) to retain that a reading completes."""
+        return self.kept.add(t, power_w, energy_wh)
+
+    def due(self, t: float) -> bool:
+        """Whether a reading at ``t`` is past the next look (the first reading only sets it)."""
+        if self.next_at is None:
+            self.next_at = self._after(t)
+            return False
+        return t >= self.next_at
+
+    def _after(self, t: float) -> float:
+        day = math.floor((t - self.at_s) / DAY_S) + 1
+        return day * DAY_S + self.at_s
+
+    def publish(self, start: float, stop: float) -> None:
+        """A session the live detector ended."""
+        self.published.append([start, stop])
+
+    def look(
+        self,
+        readings: Iterable[KeptReading],
+        now: float,
+        deciding_since: float | None,
+        *,
+        house_power_w: float | None = None,
+        config: DetectorConfig | None = None,
+        charging_power_w: float | None = None,
+    ) -> list[Transition]:
+        """The late sessions in ``readings`` (the meter's last ``window_s`` up to ``now``),
+        beside the live detector's published ones and the one it is judging since
+        ``deciding_since``; remembered as published, and the next look set a day on."""
+        self.next_at = self._after(now)
+        readings = list(readings)
+        if not readings or readings[0][0] > now - self.min_history_s:
+            return []
+        self.published = [span for span in self.published if span[1] >= now - self.window_s]
+        spans: list[Span] = [(a, b) for a, b in self.published]
+        if deciding_since is not None:
+            spans.append((deciding_since, math.inf))
+        late = late_sessions(
+            self.asset_id,
+            readings,
+            spans,
+            now=now,
+            settle_s=self.settle_s,
+            ended_after=self.judged_to,
+            house_power_w=house_power_w,
+            config=config,
+            charging_power_w=charging_power_w,
+        )
+        self.judged_to = now - self.settle_s
+        for tr in late:
+            if tr.state is TransactionState.ENDED:
+                self.publish(tr.start_time, tr.stop_time or tr.timestamp)
+        return late
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "published": self.published,
+            "next_at": self.next_at,
+            "judged_to": self.judged_to,
+            "kept": self.kept.snapshot(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.published = [list(span) for span in state["published"]]
+        self.next_at = state["next_at"]
+        self.judged_to = state["judged_to"]
+        self.kept.restore(state["kept"])
+
+
+def late_sessions(
+    asset_id: str,
+    readings: Iterable[KeptReading],
+    published: Sequence[Span],
+    *,
+    now: float,
+    settle_s: float,
+    ended_after: float | None = None,
+    house_power_w: float | None = None,
+    config: DetectorConfig | None = None,
+    charging_power_w: float | None = None,
+) -> list[Transition]:
+    """The ``Started`` and ``Ended`` transitions of each session the offline mode finds in
+    ``readings`` (time, power W, register Wh) that ended ``settle_s`` or more before ``now``
+    (and after ``ended_after``, if given) and overlaps none of the ``published`` spans, in
+    time order."""
+    found = detect(
+        ((asset_id, t, p, e) for t, p, e in readings),
+        config,
+        charging_power_w=charging_power_w,
+    )
+    out: list[Transition] = []
+    for ended in found:
+        start, stop = ended.start_time, ended.stop_time or ended.timestamp
+        if ended_after is not None and stop <= ended_after:
+            continue
+        if not _at_the_house_power(ended, house_power_w, config or DetectorConfig()):
+            continue
+        if stop > now - settle_s or any(a < stop and start < b for a, b in published):
+            continue
+        started = replace(
+            ended,
+            state=TransactionState.STARTED,
+            timestamp=start,
+            stop_time=None,
+            ev_power_w=ended.ev_peak_power_w,
+            ev_energy_wh=0.0,
+            meter_energy_wh=0.0,
+            sequence_number=0,
+        )
+        out += [started, replace(ended, sequence_number=max(1, ended.sequence_number))]
+    return out
+
+
+def _at_the_house_power(
+    ended: Transition, house_power_w: float | None, config: DetectorConfig
+) -> bool:
+    """The live detector knows the house's charging power and the late session is at it
+    (``hint_tolerance``): two judgements of the house's charger agree."""
+    if house_power_w is None:
+        return False
+    return abs(ended.ev_peak_power_w - house_power_w) <= config.hint_tolerance * house_power_w
