@@ -121,6 +121,23 @@ def test_a_meter_is_looked_at_once_a_day_at_its_hour_and_each_session_judged_onc
     assert restored.look(rows, now + DAY_S, None, house_power_w=ev_level(trace)) == []
 
 
+def test_a_meter_read_faster_than_every_30_s_is_left_to_the_live_detector():
+    trace = hot_house()
+    rows = readings(trace)
+    minute, fast = SecondLook("meter-10"), SecondLook("meter-10")
+    kept = [m for r in rows for m in minute.keep(*r)]
+    assert not minute.fast
+    assert kept == rows  # minute readings are kept as they come
+    for t, p, e in rows:  # the same power, read every 10 s: kept as the same minute means
+        for k in range(6):
+            fast.keep(t + 10 * k, p, None if e is None else e + p * k * 10 / 3600)
+    assert fast.fast
+    now = rows[-1][0]
+    assert minute.look(kept, now, None, house_power_w=ev_level(trace))
+    assert fast.look(kept, now, None, house_power_w=ev_level(trace)) == []
+    assert fast.judged_to == now - fast.settle_s  # judged: a later look does not send them
+
+
 def agent_transactions(
     store_path: Path, rows, *, stop_after: int | None = None
 ) -> tuple[list[dict], float]:
