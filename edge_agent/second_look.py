@@ -81,7 +81,7 @@ class SecondLook:
         return day * DAY_S + self.at_s
 
     def publish(self, start: float, stop: float) -> None:
-        """A session the live detector ended."""
+        """A session sent: one the live detector ended (or a look's own)."""
         self.published.append([start, stop])
 
     def look(
@@ -98,13 +98,13 @@ class SecondLook:
         beside the live detector's published ones and the one it is judging since
         ``deciding_since``; remembered as published, and the next look set a day on."""
         self.next_at = self._after(now)
+        self.published = [span for span in self.published if span[1] >= now - self.window_s]
         readings = list(readings)
         if not readings or readings[0][0] > now - self.min_history_s:
             return []
         if self.fast:
             self.judged_to = now - self.settle_s  # judged by the live detector alone
             return []
-        self.published = [span for span in self.published if span[1] >= now - self.window_s]
         spans: list[Span] = [(a, b) for a, b in self.published]
         if deciding_since is not None:
             spans.append((deciding_since, math.inf))
