@@ -17,7 +17,11 @@ if TYPE_CHECKING:
 
 
 def charging_power(
-    powers: list[float], large_w: float = math.inf, few: int = 3, days: list[int] | None = None
+    powers: list[float],
+    large_w: float = math.inf,
+    few: int = 3,
+    days: list[int] | None = None,
+    in_the_heat: list[bool] | None = None,
 ) -> float:
     """The power most of a house's sessions share (within 5%): sessions with another load on
     top through their confirmation, or found where the EV was not, scatter; a median would
@@ -29,24 +33,30 @@ def charging_power(
     on as many days: two appliances running together three times one evening are not a car.
     Nor are they where sessions on two days or more sit at half their power (within 10%):
     those are the EV alone, and the large ones the EV confirmed with a load of its own size on
-    top (a 3.5 kW charge under a 3.5 kW AC's run)."""
-    sessions = sorted(zip(powers, days if days is not None else range(len(powers)), strict=True))
-    groups = [[(q, d) for q, d in sessions if abs(q - p) <= 0.05 * p] for p, _ in sessions]
+    top (a 3.5 kW charge under a 3.5 kW AC's run). Given whether each session began in the AC's
+    heat hours, the common power is an AC's runs only if half its sessions or more did."""
+    heat = in_the_heat if in_the_heat is not None else [True] * len(powers)
+    sessions = sorted(
+        zip(powers, days if days is not None else range(len(powers)), heat, strict=True)
+    )
+    groups = [[(q, d, h) for q, d, h in sessions if abs(q - p) <= 0.05 * p] for p, _, _ in sessions]
     most = max(groups, key=len)
+    if 2 * sum(h for _, _, h in most) < len(most):
+        return statistics.median(q for q, _, _ in most)
 
     def doubled(power: float) -> bool:
-        return len({d for q, d in sessions if abs(2 * q - power) <= 0.1 * power}) >= 2
+        return len({d for q, d, _ in sessions if abs(2 * q - power) <= 0.1 * power}) >= 2
 
     large = [
         group
         for group in groups
-        if len({d for _, d in group}) >= few
+        if len({d for _, d, _ in group}) >= few
         and 2 * len(group) >= len(most)
-        and (power := statistics.median(q for q, _ in group)) >= large_w
+        and (power := statistics.median(q for q, _, _ in group)) >= large_w
         and not doubled(power)
     ]
     shared = max(large, key=len) if large else most
-    return statistics.median(q for q, _ in shared)
+    return statistics.median(q for q, _, _ in shared)
 
 
 def apart_in_the_day(a: float, b: float) -> float:

@@ -38,6 +38,7 @@ from edge_agent.detector import (
     transaction_id,
 )
 from edge_agent.held_layers import (
+    READINGS_APART_S,
     energy_over,
     held_layers,
     layer_begun_before,
@@ -192,10 +193,16 @@ def detect(
         timer: float | None = None
         if len(kept) >= config.household_min_sessions:
             if ev_power is None:
+                # Readings over 5 min apart blur an AC's runs through the heat into its cycles:
+                # no heat hours are learnt there, and none known is not none there.
+                house = House(config, heat_hours=heat)
                 ev_power = charging_power(
                     [tr.ev_peak_power_w for tr in kept],
                     config.large_load_w,
                     days=[int(tr.start_time // 86_400) for tr in kept],
+                    in_the_heat=[house.in_the_heat_hours(tr.start_time) for tr in kept]
+                    if meter.interval() <= READINGS_APART_S[1]
+                    else None,
                 )
             timer = _charging_timer(kept, config)
         if ev_power is not None or any(heat):
@@ -222,6 +229,11 @@ class _MeterReadings:
     def days(self) -> float:
         """How many days the readings span."""
         return (max(self.times) - min(self.times)) / 86_400.0 if self.times else 0.0
+
+    def interval(self) -> float:
+        """The readings' median interval (s), in time order."""
+        times = np.sort(np.frombuffer(self.times, dtype=np.float64))
+        return float(np.median(np.diff(times))) if len(times) > 1 else 0.0
 
     def add(self, t: float, power: float, energy: float | None) -> None:
         self.times.append(t)
