@@ -38,7 +38,7 @@ KEPT_INTERVAL_S = 60.0
 # A meter read faster than this is not looked at: the live detector judges its 10-s means, and
 # its "no" is better informed than a look's "yes" over minute means (measured at 1 s: the looks'
 # sessions were right 7 times in 19, fewer than the live detector's F1 over two; at 1 min,
-# 88 in 151).
+# 88 in 152).
 FAST_READINGS_S = 30.0
 
 
