@@ -150,7 +150,7 @@ class EdgeAgent:
                 config=self._config,
                 charging_power_w=self._known_power.get(asset),
             )
-            self._store.forget_retained(asset, since)
+            self._store.forget_retained(since)
             for tr in late:
                 out.append(self._outgoing(asset, EdgeKind.TRANSACTION, transaction_message(tr)))
                 if tr.state is TransactionState.ENDED:

@@ -155,11 +155,12 @@ class AgentStore:
             ).fetchall()
         return [(t, p, e) for t, p, e in rows]
 
-    def forget_retained(self, asset: str, before: float) -> None:
-        """Drop ``asset``'s kept readings older than ``before`` (past the second look's days)."""
+    def forget_retained(self, before: float) -> None:
+        """Drop the kept readings older than ``before`` (past the second look's days), every
+        meter's: one that stopped reporting would otherwise keep its last days for ever."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM retained WHERE asset = ? AND t < ?", (asset, before))
+            self._db.execute("DELETE FROM retained WHERE t < ?", (before,))
             self._db.execute("COMMIT")
 
     def pending(self, after_id: int, limit: int) -> list[Queued]:

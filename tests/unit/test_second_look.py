@@ -216,3 +216,23 @@ def test_an_agent_without_the_second_look_sends_only_the_live_detectors_sessions
         store.close()
     live = MeterDetector("meter-10", warms_up=True)
     assert sent == {tr.transaction_id for r in rows for tr in live.update(*r)}
+
+
+def test_a_look_forgets_the_kept_readings_past_its_days_of_every_meter(tmp_path):
+    """A meter that stopped reporting keeps nothing past the second look's days: another
+    meter's look forgets its readings too."""
+    trace = hot_house()
+    rows = readings(trace)
+    store = AgentStore(tmp_path / "agent.sqlite3")
+    try:
+        agent = EdgeAgent(
+            site_id="s", store=store, metrics=EdgeMetrics(CollectorRegistry()), second_look_days=7
+        )
+        agent.process(("gone", t, p, e) for t, p, e in rows[:1440])  # one day, then silence
+        assert len(store.retained("gone", 0.0)) == 1440
+        agent.process(("meter-10", t + 2 * DAY_S, p, e) for t, p, e in rows)
+        assert store.retained("gone", 0.0) == []
+        kept = store.retained("meter-10", 0.0)
+        assert kept[0][0] >= rows[-1][0] + 2 * DAY_S - 8 * DAY_S
+    finally:
+        store.close()
