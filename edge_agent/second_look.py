@@ -7,7 +7,7 @@ day, the agent runs the offline mode over each meter's retained readings and pub
 sessions it finds that the live detector did not: those that ended ``settle_s`` or more before
 the look and overlap no session the live detector published, nor the one it has open or is
 still judging, and are at the house's charging power as the live detector knows it. Each goes
-out late, as a ``Started`` and an ``Ended`` with the offline mode's
+out late, as an ``Ended`` and then its ``Started`` with the offline mode's
 transactionId and confidence; the ingestor pairs them like any other. A live session is never
 retracted: the wire contract has no retraction, and a consumer may already have acted on it.
 A meter read faster than every 30 s is left to the live detector (``FAST_READINGS_S``).
@@ -154,10 +154,10 @@ def late_sessions(
     config: DetectorConfig | None = None,
     charging_power_w: float | None = None,
 ) -> list[Transition]:
-    """The ``Started`` and ``Ended`` transitions of each session the offline mode finds in
-    ``readings`` (time, power W, register Wh) that ended ``settle_s`` or more before ``now``
-    (and after ``ended_after``, if given) and overlaps none of the ``published`` spans, in
-    time order."""
+    """The ``Ended`` and ``Started`` transitions (in that order) of each session the offline
+    mode finds in ``readings`` (time, power W, register Wh) that ended ``settle_s`` or more
+    before ``now`` (and after ``ended_after``, if given) and overlaps none of the
+    ``published`` spans, in time order."""
     found = detect(
         ((asset_id, t, p, e) for t, p, e in readings),
         config,
@@ -182,7 +182,10 @@ def late_sessions(
             meter_energy_wh=0.0,
             sequence_number=0,
         )
-        out += [started, replace(ended, sequence_number=max(1, ended.sequence_number))]
+        # The Ended first: the session arrives whole. A Started days old, alone, is what an
+        # ingestor times out as an orphan (no Ended while the meter reported on for 48 h), and
+        # it could do so before the Ended behind it arrived; the contract pairs either order.
+        out += [replace(ended, sequence_number=max(1, ended.sequence_number)), started]
     return out
 
 

@@ -197,8 +197,8 @@ def test_the_second_look_sends_late_over_the_broker_what_the_live_detector_misse
     private_broker, tmp_path
 ):
     """Ten hot days of a house (one charge lost live among the AC's afternoon runs) replayed
-    through the agent: the live detector's transitions and, late, the lost charge's Started and
-    Ended reach a subscriber; with the second look off, only the live detector's."""
+    through the agent: the live detector's transitions and, late, the lost charge's Ended and
+    Started reach a subscriber; with the second look off, only the live detector's."""
     broker = private_broker()
     trace = simulate_household(10, HouseholdSpec(days=10, hot_days=True, abrupt_ends=True))
     readings = list(simulated_fleet([trace.resample(60)]))

@@ -279,6 +279,42 @@ def test_orphans_close_on_the_meters_clock_not_the_wall_clock(
     assert dict(kinds) == {tid: ["start", "end"] for tid in rows}
 
 
+def test_a_late_session_sent_ended_first_is_never_taken_for_an_orphan(
+    broker: BrokerAddress, fresh_db: str, start_ingestor: Callable[..., ServiceProcess]
+) -> None:
+    """The edge's second look sends a session days old, its Ended before its Started, while the
+    meter's readings are days past it. Ended first, the event closes whole, with its own end.
+    The control, m-2: the Started alone is timed out as an orphan (no Ended while the meter
+    reported on for 48 h), and the Ended that follows closes it flagged."""
+    prefix = unique_prefix()
+    start_ingestor(**ingestor_env(dsn=fresh_db, port=broker.port, prefix=prefix,
+                                  client_id="ing-late", INGEST_MAX_OPEN_HOURS="48"))  # fmt: skip
+    late, control = session(prefix, "m-1", "tx-late"), session(prefix, "m-2", "tx-ctrl")
+    days_on = [measurement(prefix, meter, 5 * 24 * 60) for meter in ("m-1", "m-2")]
+    publish_all(broker.port, [*days_on, late[3], late[0], control[0]])
+    timed_out = "SELECT count(*) FROM charging_events WHERE status = 'timed_out'"
+    wait_until(lambda: count(fresh_db, timed_out) == 1, timeout=30, what="the control's orphan")
+    publish_all(broker.port, [control[3]])
+    closed = "SELECT count(*) FROM charging_events WHERE status = 'closed'"
+    wait_until(lambda: count(fresh_db, closed) == 2, timeout=30, what="both closed")
+    with psycopg.connect(fresh_db) as conn:
+        events = {
+            tx: (end - start, reason, flags)
+            for tx, start, end, reason, flags in conn.execute(
+                "SELECT transaction_id, charge_start_time, charge_end_time, close_reason, flags"
+                " FROM charging_events"
+            )
+        }
+        kinds = dict(conn.execute(
+            "SELECT transaction_id, array_agg(kind ORDER BY id) FROM outbox GROUP BY 1"
+        ).fetchall())  # fmt: skip
+    duration, reason, flags = events["tx-late"]
+    assert (duration, reason) == (timedelta(hours=2), None)
+    assert "ended_after_timeout" not in flags
+    assert kinds["tx-late"] == ["start", "end"]
+    assert "ended_after_timeout" in events["tx-ctrl"][2]
+
+
 def flood(prefix: str, meters: int, minutes: int) -> list[tuple[str, bytes]]:
     messages = [measurement(prefix, f"m-{i}", t) for t in range(minutes) for i in range(meters)]
     for i in range(meters):

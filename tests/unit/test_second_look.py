@@ -1,5 +1,5 @@
 """The second look: charges the live detector missed, found once a day over a meter's last days
-by the offline mode, published late as a Started and an Ended; in a running agent, durably and
+by the offline mode, published late as an Ended and its Started; in a running agent, durably and
 once, through restarts."""
 
 from __future__ import annotations
@@ -176,9 +176,9 @@ def test_a_running_agent_publishes_late_the_charge_its_live_detector_missed(tmp_
     late = [m for m in ended if m["transactionId"] not in {tr.transaction_id for tr in live_ended}]
     assert late, "the second look found nothing the live detector missed"
     assert counted == len(late)
-    for m in late:  # each late Ended follows its own Started, sent in the same look
+    for m in late:  # each late session whole, its Ended first (an orphan is a Started alone)
         started = [s for s in sent if s["transactionId"] == m["transactionId"]]
-        assert [s["transactionState"] for s in started] == ["Started", "Ended"]
+        assert [s["transactionState"] for s in started] == ["Ended", "Started"]
     spans = [
         Interval(*(datetime_s(m[k]) for k in ("startTime", "stopTime")), m["evEnergy"])
         for m in ended
