@@ -82,8 +82,7 @@ def detected_intervals(
                         [r for r in seen if r[0] >= since],
                         t,
                         det.deciding_since(),
-                        house_power_w=det.house.charging_w,
-                        config=config,
+                        det.house,
                         charging_power_w=charging_power_w,
                     )
                 seen.extend(looks.keep(t, p, e))

@@ -146,8 +146,7 @@ class EdgeAgent:
                 self._store.retained(asset, since) + uncommitted,
                 t,
                 det.deciding_since(),
-                house_power_w=det.house.charging_w,
-                config=self._config,
+                det.house,
                 charging_power_w=self._known_power.get(asset),
             )
             self._store.forget_retained(since)

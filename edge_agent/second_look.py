@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edge_agent.detector import DetectorConfig, Transition
+from edge_agent.detector import Transition
+from edge_agent.house import House
 from edge_agent.interval_mean import IntervalMean
 from edge_agent.interval_mean import Reading as KeptReading
 from edge_agent.offline import detect
@@ -89,14 +90,14 @@ class SecondLook:
         readings: Iterable[KeptReading],
         now: float,
         deciding_since: float | None,
+        house: House,
         *,
-        house_power_w: float | None = None,
-        config: DetectorConfig | None = None,
         charging_power_w: float | None = None,
     ) -> list[Transition]:
         """The late sessions in ``readings`` (the meter's last ``window_s`` up to ``now``),
         beside the live detector's published ones and the one it is judging since
-        ``deciding_since``; remembered as published, and the next look set a day on."""
+        ``deciding_since``, at its ``house``'s charging power; remembered as published, and the
+        next look set a day on."""
         self.next_at = self._after(now)
         self.published = [span for span in self.published if span[1] >= now - self.window_s]
         readings = list(readings)
@@ -112,11 +113,10 @@ class SecondLook:
             self.asset_id,
             readings,
             spans,
+            house,
             now=now,
             settle_s=self.settle_s,
             ended_after=self.judged_to,
-            house_power_w=house_power_w,
-            config=config,
             charging_power_w=charging_power_w,
         )
         self.judged_to = now - self.settle_s
@@ -146,21 +146,21 @@ def late_sessions(
     asset_id: str,
     readings: Iterable[KeptReading],
     published: Sequence[Span],
+    house: House,
     *,
     now: float,
     settle_s: float,
     ended_after: float | None = None,
-    house_power_w: float | None = None,
-    config: DetectorConfig | None = None,
     charging_power_w: float | None = None,
 ) -> list[Transition]:
     """The ``Ended`` and ``Started`` transitions (in that order) of each session the offline
     mode finds in ``readings`` (time, power W, register Wh) that ended ``settle_s`` or more
-    before ``now`` (and after ``ended_after``, if given) and overlaps none of the
-    ``published`` spans, in time order."""
+    before ``now`` (and after ``ended_after``, if given), overlaps none of the ``published``
+    spans and is at the charging power the live detector knows for the ``house`` (two
+    judgements of the house's charger agree; none while it knows none), in time order."""
     found = detect(
         ((asset_id, t, p, e) for t, p, e in readings),
-        config,
+        house.config,
         charging_power_w=charging_power_w,
     )
     out: list[Transition] = []
@@ -168,7 +168,7 @@ def late_sessions(
         start, stop = ended.start_time, ended.stop_time or ended.timestamp
         if ended_after is not None and stop <= ended_after:
             continue
-        if not _at_the_house_power(ended, house_power_w, config or DetectorConfig()):
+        if not house.at_charging_power(ended.ev_peak_power_w):
             continue
         if stop > now - settle_s or any(a < stop and start < b for a, b in published):
             continue
@@ -187,13 +187,3 @@ def late_sessions(
         # it could do so before the Ended behind it arrived; the contract pairs either order.
         out += [replace(ended, sequence_number=max(1, ended.sequence_number)), started]
     return out
-
-
-def _at_the_house_power(
-    ended: Transition, house_power_w: float | None, config: DetectorConfig
-) -> bool:
-    """The live detector knows the house's charging power and the late session is at it
-    (``hint_tolerance``): two judgements of the house's charger agree."""
-    if house_power_w is None:
-        return False
-    return abs(ended.ev_peak_power_w - house_power_w) <= config.hint_tolerance * house_power_w

@@ -149,11 +149,11 @@ class AgentStore:
     def retained(self, asset: str, since: float) -> list[tuple[float, float, float | None]]:
         """``asset``'s kept readings (time, power W, register Wh) from ``since``, in time order."""
         with self._lock:
-            rows = self._db.execute(
+            rows: list[tuple[float, float, float | None]] = self._db.execute(
                 "SELECT t, power, energy FROM retained WHERE asset = ? AND t >= ? ORDER BY t",
                 (asset, since),
             ).fetchall()
-        return [(t, p, e) for t, p, e in rows]
+        return rows
 
     def forget_retained(self, before: float) -> None:
         """Drop the kept readings older than ``before`` (past the second look's days), every

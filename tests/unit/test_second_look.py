@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from bench.scoring import Interval, score
 from edge_agent.agent import EdgeAgent
-from edge_agent.detector import MeterDetector
+from edge_agent.detector import DetectorConfig, MeterDetector
+from edge_agent.house import House
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.offline import detect
 from edge_agent.second_look import DAY_S, SecondLook, late_sessions
@@ -35,8 +36,13 @@ def readings(trace: Trace) -> list[tuple[float, float, float | None]]:
     return [(t, p, e) for _, t, p, e in trace.readings()]
 
 
-def ev_level(trace: Trace) -> float:
-    return trace.sessions[0].level_w
+def house_at(power_w: float | None) -> House:
+    """A house whose live detector knows its charging power (or, None, does not yet)."""
+    return House(DetectorConfig(), charging_w=power_w)
+
+
+def ev_house(trace: Trace) -> House:
+    return house_at(trace.sessions[0].level_w)
 
 
 def datetime_s(text: str) -> float:
@@ -53,7 +59,7 @@ def test_late_sessions_are_the_offline_modes_not_yet_published_and_settled():
     now = rows[-1][0]
     offline = [tr for tr in detect(trace.readings()) if tr.stop_time is not None]
     assert len(offline) >= 4
-    late = late_sessions("meter-10", rows, [], now=now, settle_s=0.0, house_power_w=ev_level(trace))
+    late = late_sessions("meter-10", rows, [], now=now, settle_s=0.0, house=ev_house(trace))
     ended = [tr for tr in late if tr.state is S.ENDED]
     started = [tr for tr in late if tr.state is S.STARTED]
     assert [tr.transaction_id for tr in ended] == [tr.transaction_id for tr in started]
@@ -76,7 +82,7 @@ def test_late_sessions_are_the_offline_modes_not_yet_published_and_settled():
         [(first.start_time + 60, first.start_time + 120)],
         now=now,
         settle_s=0.0,
-        house_power_w=ev_level(trace),
+        house=ev_house(trace),
     )
     assert first.transaction_id not in {tr.transaction_id for tr in hidden}
     assert len(hidden) == len(late) - 2
@@ -89,12 +95,12 @@ def test_late_sessions_are_the_offline_modes_not_yet_published_and_settled():
         [],
         now=last_stop + 3600,
         settle_s=7200,
-        house_power_w=ev_level(trace),
+        house=ev_house(trace),
     )
     assert ended[-1].transaction_id not in {tr.transaction_id for tr in waiting}
     # Sessions not at the house's charging power, or with that power unknown, are not sent.
-    assert late_sessions("meter-10", rows, [], now=now, settle_s=0.0, house_power_w=None) == []
-    assert late_sessions("meter-10", rows, [], now=now, settle_s=0.0, house_power_w=20_000) == []
+    assert late_sessions("meter-10", rows, [], now=now, settle_s=0.0, house=house_at(None)) == []
+    assert late_sessions("meter-10", rows, [], now=now, settle_s=0.0, house=house_at(20_000)) == []
 
 
 def test_a_meter_is_looked_at_once_a_day_at_its_hour_and_each_session_judged_once():
@@ -107,18 +113,18 @@ def test_a_meter_is_looked_at_once_a_day_at_its_hour_and_each_session_judged_onc
     assert not look.due(t0 + 4 * 3600 - 60)
     assert look.due(t0 + 4 * 3600)
     # Too few days yet for the offline mode to judge sessions together: nothing, next day.
-    assert look.look(rows[: 3 * 1440], t0 + 3 * DAY_S, None, house_power_w=ev_level(trace)) == []
+    assert look.look(rows[: 3 * 1440], t0 + 3 * DAY_S, None, house=ev_house(trace)) == []
     assert look.next_at == t0 + 3 * DAY_S + 4 * 3600
 
     now = rows[-1][0]
-    first = look.look(rows, now, None, house_power_w=ev_level(trace))
+    first = look.look(rows, now, None, house=ev_house(trace))
     assert first
     assert look.next_at == now - now % DAY_S + DAY_S + 4 * 3600
     restored = SecondLook("meter-10")
     restored.restore(json.loads(json.dumps(look.snapshot())))
     assert restored.snapshot() == look.snapshot()
     # Judged once: the next look neither repeats a session nor sends one it judged before.
-    assert restored.look(rows, now + DAY_S, None, house_power_w=ev_level(trace)) == []
+    assert restored.look(rows, now + DAY_S, None, house=ev_house(trace)) == []
 
 
 def test_a_meter_read_faster_than_every_30_s_is_left_to_the_live_detector():
@@ -133,9 +139,14 @@ def test_a_meter_read_faster_than_every_30_s_is_left_to_the_live_detector():
             fast.keep(t + 10 * k, p, None if e is None else e + p * k * 10 / 3600)
     assert fast.fast
     now = rows[-1][0]
-    assert minute.look(kept, now, None, house_power_w=ev_level(trace))
-    assert fast.look(kept, now, None, house_power_w=ev_level(trace)) == []
+    assert minute.look(kept, now, None, house=ev_house(trace))
+    assert fast.look(kept, now, None, house=ev_house(trace)) == []
     assert fast.judged_to == now - fast.settle_s  # judged: a later look does not send them
+
+
+def agent_on(store: AgentStore, registry: CollectorRegistry | None = None, **kw) -> EdgeAgent:
+    metrics = EdgeMetrics(registry or CollectorRegistry())
+    return EdgeAgent(site_id="s", store=store, metrics=metrics, **kw)
 
 
 def agent_transactions(
@@ -149,8 +160,7 @@ def agent_transactions(
     for part in parts:
         store, registry = AgentStore(store_path), CollectorRegistry()
         try:
-            agent = EdgeAgent(site_id="s", store=store, metrics=EdgeMetrics(registry))
-            agent.process(("meter-10", t, p, e) for t, p, e in part)
+            agent_on(store, registry).process(("meter-10", t, p, e) for t, p, e in part)
             counted += registry.get_sample_value("ev_edge_second_look_sessions_total") or 0.0
         finally:
             store.close()
@@ -202,10 +212,7 @@ def test_an_agent_without_the_second_look_sends_only_the_live_detectors_sessions
     rows = readings(trace)
     store = AgentStore(tmp_path / "off.sqlite3")
     try:
-        agent = EdgeAgent(
-            site_id="s", store=store, metrics=EdgeMetrics(CollectorRegistry()), second_look_days=0
-        )
-        agent.process(("meter-10", t, p, e) for t, p, e in rows)
+        agent_on(store, second_look_days=0).process(("meter-10", t, p, e) for t, p, e in rows)
         assert store.retained("meter-10", 0.0) == []
         sent = {
             json.loads(q.payload)["transactionId"]
@@ -225,9 +232,7 @@ def test_a_look_forgets_the_kept_readings_past_its_days_of_every_meter(tmp_path)
     rows = readings(trace)
     store = AgentStore(tmp_path / "agent.sqlite3")
     try:
-        agent = EdgeAgent(
-            site_id="s", store=store, metrics=EdgeMetrics(CollectorRegistry()), second_look_days=7
-        )
+        agent = agent_on(store, second_look_days=7)
         agent.process(("gone", t, p, e) for t, p, e in rows[:1440])  # one day, then silence
         assert len(store.retained("gone", 0.0)) == 1440
         agent.process(("meter-10", t + 2 * DAY_S, p, e) for t, p, e in rows)
