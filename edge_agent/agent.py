@@ -108,6 +108,7 @@ class EdgeAgent:
         self._look_days = second_look_days
         self._look_hour = second_look_hour_utc
         self._looks: dict[str, SecondLook] = {}
+        self._forgot_on: int | None = None  # the day (readings' clock) kept readings were swept
         for asset, state in saved.items():
             if second_look_days and "second_look" in state:
                 self._looking(asset).restore(state["second_look"])
@@ -149,7 +150,9 @@ class EdgeAgent:
                 det.house,
                 charging_power_w=self._known_power.get(asset),
             )
-            self._store.forget_retained(since)
+            if self._forgot_on != (day := int(t // DAY_S)):  # one sweep a day serves all meters
+                self._store.forget_retained(since)
+                self._forgot_on = day
             for tr in late:
                 out.append(self._outgoing(asset, EdgeKind.TRANSACTION, transaction_message(tr)))
                 if tr.state is TransactionState.ENDED:

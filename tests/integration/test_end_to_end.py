@@ -19,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
 
+from edge_agent.agent import EdgeAgent
 from edge_agent.detector import MeterDetector, Transition
+from edge_agent.metrics import EdgeMetrics
+from edge_agent.offline import read_file
 from edge_agent.service import SHARED_DATA
-from edge_agent.simulator import load_real_data
+from edge_agent.simulator import HouseholdSpec, load_real_data, simulate_household
 from edge_agent.sources import build_fleet, simulated_fleet
+from edge_agent.store import TRANSACTION, AgentStore
 from ingestor.registry import load as load_registry
 from runtime.demo import gateway_env, sample_registry
 from runtime.localservers import MosquittoServer, PostgresServer, free_port
@@ -107,8 +113,12 @@ class Pipeline:
         postgres: PostgresServer,
         logs: Path,
         speed: float,
+        *,
         security: Security | None = None,
+        gateways: list[dict[str, str]] | None = None,
     ) -> None:
+        """``gateways``: each gateway's own settings (default: ``GATEWAYS`` simulating
+        ``PER_GATEWAY`` meters each over ``DAYS`` days from ``self.start``)."""
         self.broker, self.postgres, self.logs = broker, postgres, logs
         self.dsn = postgres.dsn()
         self.start = (datetime.now(UTC) - timedelta(days=DAYS + 1)).replace(
@@ -148,12 +158,16 @@ class Pipeline:
             tls_ca=security.certs["ca.crt"] if security else None,
         )  # fmt: skip
         wait_until(self.subscriber.subscribed, timeout=10, what="the subscriber")
-        self.relays = [TcpRelay(broker.port) for _ in range(GATEWAYS)]
+        if gateways is None:
+            gateways = [
+                gateway_env(k, per=PER_GATEWAY, port=0, days=DAYS, speed=speed, run_dir=logs)
+                | {"EDGE_SIMULATOR_START": self.start.isoformat()}
+                for k in range(GATEWAYS)
+            ]
+        self.relays = [TcpRelay(broker.port) for _ in gateways]
         self.gateways = []
-        for k, relay in enumerate(self.relays):
-            env = gateway_env(k, per=PER_GATEWAY, port=relay.port, days=DAYS, speed=speed,
-                              run_dir=logs)  # fmt: skip
-            env["EDGE_SIMULATOR_START"] = self.start.isoformat()
+        for k, (relay, settings) in enumerate(zip(self.relays, gateways, strict=True)):
+            env = settings | {"EDGE_MQTT__PORT": str(relay.port)}
             if security is not None:
                 env |= security.mqtt("EDGE_", f"site-{k}")
                 if k == 0:  # client certificates are optional; gateway 0 presents one
@@ -347,3 +361,85 @@ def test_the_pipeline_runs_over_tls_with_passwords_and_the_production_acl(
     finally:
         pipeline.stop()
         plain.close()
+
+
+def queued_transactions(readings: list[Any], store: Path) -> list[dict[str, Any]]:
+    """The transaction messages an agent (the same code as the gateway's) queues for
+    ``readings``, in order."""
+    agent_store = AgentStore(store)
+    try:
+        agent = EdgeAgent(site_id="expected", store=agent_store,
+                          metrics=EdgeMetrics(CollectorRegistry()))  # fmt: skip
+        agent.process(readings)
+        queued = agent_store.pending(0, 1_000_000)
+    finally:
+        agent_store.close()
+    return [orjson.loads(q.payload) for q in queued if q.kind == TRANSACTION]
+
+
+def test_a_late_session_from_the_second_look_arrives_whole_everywhere(
+    tmp_path: Path,
+    private_broker: Callable[..., MosquittoServer],
+    private_postgres: Callable[[], PostgresServer],
+) -> None:
+    """Ten hot days of a house replayed by a gateway whose second look sends, days late, a
+    charge its live detector missed: the ingestor pairs it, and the subscriber, the database
+    and the on-demand API get it as any other session (start and end once each, closed, not
+    flagged). Which order its messages need is tested in test_ingestor."""
+    start = (datetime.now(UTC) - timedelta(days=11)).replace(hour=0, minute=0, second=0,
+                                                             microsecond=0)  # fmt: skip
+    spec = HouseholdSpec(days=10, hot_days=True, abrupt_ends=True, start=start)
+    trace = simulate_household(10, spec, asset_id="meter-00010").resample(60)
+    replay = tmp_path / "hot.jsonl"
+    with replay.open("wb") as out:
+        for asset, t, p, e in trace.readings():
+            out.write(orjson.dumps({"assetId": asset, "timestamp": utc(t), "energyValue": e,
+                                    "powerValue": p}) + b"\n")  # fmt: skip
+    readings = list(read_file(replay))
+    sent = queued_transactions(readings, tmp_path / "expected.sqlite3")
+    ended = {m["transactionId"]: m for m in sent if m["transactionState"] == "Ended"}
+    live = MeterDetector("meter-00010", warms_up=True)
+    live_ids = {tr.transaction_id for _, t, p, e in readings for tr in live.update(t, p, e)}
+    late = set(ended) - live_ids
+    assert late, "the second look sends a session the live detector missed"
+    assert len(ended) > len(late), "and the live detector its own"
+
+    gateway = {
+        "EDGE_SITE_ID": "site-0", "EDGE_GATEWAY_ID": "gw-0", "EDGE_SOURCE": "file",
+        "EDGE_INPUT": str(replay), "EDGE_SPEED": "0", "EDGE_METRICS_PORT": "0",
+        "EDGE_STORE_PATH": str(tmp_path / "edge" / "gw-0.sqlite3"),
+    }  # fmt: skip
+    pipeline = Pipeline(private_broker(), private_postgres(), tmp_path, 0, gateways=[gateway])
+    try:
+        [agent] = pipeline.gateways
+        assert agent.proc is not None
+        assert agent.proc.wait(timeout=180) == 0, agent.log()[-2000:]
+        ids = {f"{tid}:{edge}" for tid in ended for edge in ("start", "end")}
+        wait_until(lambda: ids <= set(pipeline.delivered()), timeout=120,
+                   what="every session's start and end at the subscriber")  # fmt: skip
+        time.sleep(1)  # anything else in flight arrives too
+        delivered = pipeline.delivered()
+        opened = {f"{m['transactionId']}:start" for m in sent} - {f"{t}:start" for t in ended}
+        assert set(delivered) == ids | opened
+        with psycopg.connect(pipeline.dsn) as conn:
+            rows = conn.execute(
+                "SELECT transaction_id, charge_start_time, charge_end_time, charge_energy_wh,"
+                " status, flags FROM charging_events WHERE charge_end_time IS NOT NULL"
+            ).fetchall()
+            dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+        assert dead == (0,)
+        stored = {row[0]: row for row in rows}
+        assert set(stored) == set(ended)
+        on_demand = {r["ChargeStartTime"]: r for r in pipeline.on_demand()}
+        for tid, m in ended.items():
+            _, begun, stopped, energy, status, flags = stored[tid]
+            assert (status, flags) == ("closed", []), tid  # paired, never timed out
+            assert (format_utc(begun), format_utc(stopped)) == (m["startTime"], m["stopTime"])
+            assert energy == m["evEnergy"]
+            [first] = {orjson.dumps(c) for c in delivered[f"{tid}:start"]}  # copies the same
+            [last] = {orjson.dumps(c) for c in delivered[f"{tid}:end"]}
+            assert orjson.loads(first)["ChargeStartTime"] == m["startTime"]
+            assert orjson.loads(last)["ChargeEndTime"] == m["stopTime"]
+            assert on_demand[m["startTime"]]["ChargeEndTime"] == m["stopTime"]
+    finally:
+        pipeline.stop()
