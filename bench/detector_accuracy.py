@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.detector_accuracy [--houses 40] [--days 14] [--first-seed 40]
         [--solar] [--pool] [--hot-days] [--abrupt-ends] [--two-acs] [--variable-speed-ac]
         [--ev-kw 3.3 4] [--live [--second-look]] [--known-charging-power] [--per-house]
-        [--minutes 5 10]
+        [--minutes 5 10] [--by-week]
 
 Households: half on the real UCI base load (with added hot-climate confounders), half synthetic;
 all with AC cycles, water heaters, dryers, ovens, ranges and well pumps; EV sessions' start hours
@@ -39,6 +39,7 @@ from edge_agent.second_look import SecondLook
 from edge_agent.simulator import HouseholdSpec, Trace, load_real_data, simulate_household
 from schemas.pleevi import TransactionState
 
+WEEK_S = 7 * 86_400.0
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # The simulator's optional extras (``HouseholdSpec`` fields), each a flag of the same name.
@@ -116,6 +117,21 @@ def threshold_baseline(trace: Trace) -> list[Interval]:
 
 def truth_intervals(trace: Trace) -> list[Interval]:
     return [Interval(s.start, s.end, s.energy_wh) for s in trace.sessions]
+
+
+def by_week(
+    first: float, truth: list[Interval], found: list[Interval]
+) -> list[tuple[list[Interval], list[Interval]]]:
+    """The true and detected sessions of each week from ``first``, by their start (a session
+    over a week's end counts in the week it began, true and detected alike)."""
+    last = max((i.start for i in truth + found), default=first)
+    weeks = []
+    for k in range(int((last - first) // WEEK_S) + 1):
+        lo, hi = first + k * WEEK_S, first + (k + 1) * WEEK_S
+        weeks.append(
+            ([i for i in truth if lo <= i.start < hi], [i for i in found if lo <= i.start < hi])
+        )
+    return weeks
 
 
 def pooled(scores: list[tuple[list[Interval], list[Interval]]]) -> Score:
@@ -212,6 +228,12 @@ def main() -> None:
         "--per-house", action="store_true", help="also print each house's 1 min score"
     )
     parser.add_argument(
+        "--by-week",
+        action="store_true",
+        help="also score the 1 min sessions week by week of the trace (by start; with --live: "
+        "how a running agent does as it learns its house)",
+    )
+    parser.add_argument(
         "--minutes",
         type=float,
         nargs="+",
@@ -244,6 +266,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     house_rows: list[str] = []
+    weeks: dict[int, list[tuple[list[Interval], list[Interval]]]] = {}
     exported: list[Trace] = []
     for label, resolution, houses in (
         ("1 s", 1, args.houses_1s),
@@ -278,6 +301,9 @@ def main() -> None:
             naive.append((truth, threshold_baseline(trace)))
             if args.per_house and resolution == 60:
                 house_rows.append(fmt_house(seed, trace, score(truth, found)))
+            if args.by_week and resolution == 60:
+                for week, pair in enumerate(by_week(float(trace.times[0]), truth, found)):
+                    weeks.setdefault(week, []).append(pair)
             if args.export_circuits and resolution == 60:
                 exported.append(trace)
         if args.second_look:
@@ -290,6 +316,13 @@ def main() -> None:
         print(f"<!-- {label}: {scored} houses x {args.days} days in {took:.1f} s -->")
     if args.export_circuits:
         write_circuit_export(args.export_circuits, exported)
+    if weeks:
+        print("\n| 1 min, week | sessions | detected | precision | recall | F1 |")
+        print("|---|---|---|---|---|---|")
+        for week, pairs in sorted(weeks.items()):
+            w = pooled(pairs)
+            print(f"| {week + 1} | {w.true_sessions} | {w.detected} | {w.precision:.3f} "
+                  f"| {w.recall:.3f} | {w.f1:.3f} |")  # fmt: skip
     if house_rows:
         print("\n| house | EV kW | sessions | detected | matched | F1 |")
         print("|---|---|---|---|---|---|")

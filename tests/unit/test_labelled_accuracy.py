@@ -9,9 +9,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from bench.detector_accuracy import detected_intervals, truth_intervals, write_circuit_export
+from bench.detector_accuracy import (
+    WEEK_S,
+    by_week,
+    detected_intervals,
+    truth_intervals,
+    write_circuit_export,
+)
 from bench.labelled_accuracy import circuit_sessions, evaluate, main, read_labelled
-from bench.scoring import iou, score
+from bench.scoring import Interval, iou, score
 from edge_agent.detector import DetectorConfig
 from edge_agent.offline import InputError
 from edge_agent.simulator import HouseholdSpec, Trace, simulate_household
@@ -167,3 +173,16 @@ def test_a_home_with_two_cars_has_each_circuits_sessions(tmp_path: Path) -> None
     assert labelled.ev_missing == 1
     assert labelled.trace.ev_power_w is not None
     assert labelled.trace.ev_power_w.max() == 10_600.0  # both circuits, summed
+
+
+def test_sessions_are_scored_in_the_week_they_began() -> None:
+    first = 1_000_000.0
+    over_the_weeks_end = Interval(first + WEEK_S - 3600, first + WEEK_S + 3600, 1.0)
+    second_week = Interval(first + WEEK_S + 7200, first + WEEK_S + 9000, 1.0)
+    third_week = Interval(first + 2 * WEEK_S + 60, first + 2 * WEEK_S + 3600, 1.0)
+    weeks = by_week(first, [over_the_weeks_end, second_week], [over_the_weeks_end, third_week])
+    assert weeks == [
+        ([over_the_weeks_end], [over_the_weeks_end]),
+        ([second_week], []),
+        ([], [third_week]),
+    ]
