@@ -69,14 +69,16 @@ How it separates the EV from the house:
   its own edge.
 * Charging stops when the excess falls under ``low_fraction`` of the level. After a sharp final
   fall the stop is the EV-sized fall that matched the level best (an EV can stop while the AC
-  still runs on top); after a gradual one the taper is followed below the threshold to the
-  charger's last step (a final fall split over two readings is judged whole). A session whose
-  trend tapered off while another load keeps the excess
-  up ends where its taper did, its taper counted at the EV's winding-down power. A stop shorter
-  than ``pause_max_s`` with a return to the same level is a pause (``SuspendedEV`` then
-  ``Updated``); a longer one ends the session at the stop time. A second resume, or one that
-  matches a remembered cycler, ends the session and follows the new load as a candidate, unless
-  the session was confirmed against that cycler and the load back outlasts its runs.
+  still runs on top; a fall counts whole over the readings a charger ramped its current down in at
+  its limit, ``ramp_down_s``, though each reading's part is small), and the EV's energy is what it
+  drew until then; after a gradual one the taper is followed below the threshold to the charger's
+  last step (a final fall split over two readings is judged whole). A session whose trend tapered
+  off while another load keeps the excess up ends where its taper did, its taper counted at the
+  EV's winding-down power. A stop shorter than ``pause_max_s`` with a return to the same level is
+  a pause (``SuspendedEV`` then ``Updated``); a longer one ends the session at the stop time. A
+  second resume, or one that matches a remembered cycler, ends the session and follows the new
+  load as a candidate, unless the session was confirmed against that cycler and the load back
+  outlasts its runs.
 * EV energy comes from the register: register delta over the session minus the house's own
   energy (whole-house power minus EV power), so the base load is removed. Intervals whose
   register delta is missing, negative (reset, rollover, relative register) or implausible use
@@ -104,7 +106,7 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.26"
+DETECTOR_VERSION = "floor-step/1.27"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -140,6 +142,7 @@ class DetectorConfig:
     cycle_min_count: int = 2
     cycle_tolerance: float = 0.25
     cyclic_confirm_s: float = 2.5 * 3600.0
+    ramp_down_s: float = 5 * 60.0  # a charger ramping down at its limit: a fall this long
     cyclic_min_s: float = 60 * 60.0
     outlast_factor: float = 2.0  # ... or run this many times its size's runs at this time of day
     outlast_margin_s: float = 2 * 3600.0
@@ -279,6 +282,7 @@ class _Session:
     last_high: float = 0.0
     fall_edge: float | None = None
     fall_error: float = 1.0
+    fall_ev_wh: float = 0.0  # the EV's energy until that fall (what ran on after was not)
     dip_w: float = 0.0
     own_w: float = 0.0
     low_since: float | None = None
@@ -299,6 +303,7 @@ class _Session:
     # whole on the next reading (a charger stopping mid-interval splits its fall in two).
     final_stop: float | None = None
     final_from: float = 0.0
+    final_ev_wh: float = 0.0
 
 
 @dataclass
@@ -1180,14 +1185,15 @@ class MeterDetector:
                     # what is left is the house, which becomes the base.
                     s.base_w = p - max(left, 0.0)
                     excess, high = max(left, 0.0), False
-            # Over two readings: a load switching mid-interval splits its step in two.
-            drop = max(self.last_p, self.prev_p) - p
+            # Over two readings (a load switching mid-interval splits its step in two), or over
+            # the readings a charger ramped down in.
+            drop = max(max(self.last_p, self.prev_p) - p, self._ramped_down(s, excess))
             if drop >= cfg.edge_fraction * s.level_w:
                 # Of several EV-sized falls (EV and AC stopping), the EV's is the one whose
                 # size matches the EV's level best.
                 error = abs(drop - s.level_w) / s.level_w
                 if s.fall_edge is None or error < s.fall_error:
-                    s.fall_edge, s.fall_error = t, error
+                    s.fall_edge, s.fall_error, s.fall_ev_wh = t, error, s.ev_wh
             elif p - min(self.last_p, self.prev_p) >= cfg.edge_fraction * s.level_w or (
                 s.fall_edge is not None
                 and t - s.fall_edge >= cfg.cyclic_confirm_s
@@ -1234,6 +1240,7 @@ class MeterDetector:
                 and s.fall_error < now_error
             ):
                 s.final_stop, s.final_from = stop, max(self.last_p, self.prev_p)
+                s.final_ev_wh, s.ev_wh = s.ev_wh, s.fall_ev_wh
                 stop = s.fall_edge
             s.low_since = stop
             self.on_top = None
@@ -1251,6 +1258,7 @@ class MeterDetector:
             whole = s.final_from - p
             if abs(whole - s.level_w) / s.level_w < s.fall_error:
                 s.low_since = s.final_stop  # the final fall, whole, is the EV's after all
+                s.ev_wh = s.final_ev_wh
             s.final_stop = None
         band_low, band_high = cfg.resume_fraction * s.level_w, (2 - cfg.resume_fraction) * s.level_w
         hint = self.house.charging_w
@@ -1308,6 +1316,22 @@ class MeterDetector:
             s.suspended = True
             out.append(self._transition(TransactionState.SUSPENDED_EV, t, None))
         return out
+
+    def _ramped_down(self, s: _Session, excess: float) -> float:
+        """How far the session's excess fell into this reading over the readings it went on
+        falling, within ``ramp_down_s``: a charger at its charge limit ramps its current down
+        over a few minutes, a fall that readings a minute apart split into several parts,
+        none of them EV-sized. Not under a limit or the sun (``recent`` is not kept there)."""
+        n = round(self.config.ramp_down_s / max(self.interval_s, 1.0))
+        if n < 2 or s.unlimited_level_w is not None or s.solar:
+            return 0.0  # within two readings: the fall over two readings is the whole of it
+        slack = 0.02 * s.level_w  # a reading's noise does not end the ramp
+        top = later = excess
+        for earlier in reversed(s.recent[-n:]):
+            if earlier < later - slack:
+                break
+            top, later = max(top, earlier), earlier
+        return top - excess
 
     def _taper_memory(self) -> int:
         """Readings a session keeps to find a taper in: its window, the flat after it and the

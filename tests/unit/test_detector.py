@@ -115,11 +115,13 @@ def test_ac_on_top_is_not_ev_energy():
 
 
 def test_ev_stopping_while_ac_runs_ends_at_the_ev_edge():
-    """The stop time is the EV's own falling edge even when the AC keeps running on top."""
+    """The stop time is the EV's own falling edge even when the AC keeps running on top, and
+    the EV's energy is what it drew until then (not the AC's run after it)."""
     ev = window(1, 3, 3300)
     ac = window(2.5, 3.25, 3000)
     _, out = run(trace(60, 5, lambda t: ev(t) + ac(t)))
     assert out[-1].stop_time == pytest.approx(T0 + 3 * 3600, abs=120)
+    assert out[-1].ev_energy_wh == pytest.approx(3300 * 2, rel=0.03)
 
 
 def test_a_charge_stopping_mid_interval_ends_at_its_own_fall_not_a_load_on_top():
@@ -1296,3 +1298,34 @@ def test_a_charge_confirmed_over_a_given_charging_power_is_counted_at_it(
     assert sessions(out) == [S.STARTED, S.ENDED]
     assert out[-1].ev_peak_power_w == pytest.approx(peak_w, rel=0.01)
     assert out[-1].ev_energy_wh == pytest.approx(2 * peak_w, rel=0.03)
+
+
+def _ramp_down(start_h: float, minutes: int, watts: float):
+    """A charge of ``watts`` from ``start_h`` that its charger ramps down to nothing over
+    ``minutes`` (at the car's charge limit) from 3 h later."""
+    ramp_at = T0 + (start_h + 3) * 3600
+
+    def ev(t: float) -> float:
+        if t < T0 + start_h * 3600:
+            return 0.0
+        return watts * min(1.0, max(0.0, 1 - (t - ramp_at) / (minutes * 60)))
+
+    return ev
+
+
+@pytest.mark.parametrize("ramp_down_s", [300.0, 0.0])  # 0: the control, falls over two readings
+def test_a_charge_ramped_down_under_a_load_of_its_size_ends_at_its_ramp(ramp_down_s):
+    """A charger ramps its current down over four minutes while a water heater of the
+    charge's size runs on top; the heater steps off 40 min later. No reading's part of the
+    ramp is EV-sized, but the ramp whole is: the charge ends there, not at the heater's fall."""
+    ev = _ramp_down(1, 4, 3900)
+    heater = window(3.75, 4.75, 3700)
+    config = DetectorConfig(ramp_down_s=ramp_down_s)
+    _, out = run(trace(60, 7, lambda t: ev(t) + heater(t)), config)
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    ended_at = T0 + 4 * 3600 + 4 * 60
+    if ramp_down_s:
+        assert out[-1].stop_time == pytest.approx(ended_at, abs=120)
+        assert out[-1].ev_energy_wh == pytest.approx(3900 * 3 + 3900 * 2 / 60, rel=0.05)
+    else:
+        assert out[-1].stop_time == pytest.approx(T0 + 4.75 * 3600, abs=120)
