@@ -45,6 +45,12 @@ How it separates the EV from the house:
   confirmed level (``level_drift``), so appliances riding on top of the EV are not counted;
   once a load on top switches off for a while, the steady level left shows the EV's own
   power and becomes the cap.
+* With rooftop solar, the house's lowest net power at each hour of the day on its last
+  ``hour_low_days`` days (read while no load is followed) is about the most the sun takes off
+  its load at that hour. A session begun over an export keeps its base no lower than that
+  (at dusk the export under it is gone, and the EV's stop shows), and a candidate at the
+  house's charging power whose trend climbed is judged on what is left of the climb once
+  those lows' rise since it began (the sun fading as on the last days) is taken off.
 * When the house's own charging power is known (``House.charging_w``: the offline mode learns it
   from a first run over the whole file), a candidate at that power counts only cyclers within
   ``hint_tolerance`` of it, a resume must come back at about that power, a session
@@ -106,7 +112,7 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.27"
+DETECTOR_VERSION = "floor-step/1.28"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -168,6 +174,7 @@ class DetectorConfig:
     solar_memory_s: float = 48 * 3600.0
     solar_hours: int = 2
     solar_export_w: float = 100.0
+    hour_low_days: int = 3
     drift_fraction: float = 0.3
     ramp_window_s: float = 30 * 60.0  # a variable-speed heat pump's ramp up after it starts
     ramp_start_fraction: float = 0.9  # ... from under this share of its level
@@ -265,6 +272,10 @@ class _RollingMin:
 
     def clear(self) -> None:
         self.items.clear()
+
+    def lower(self, by: float) -> None:
+        for item in self.items:
+            item[1] -= by
 
 
 @dataclass
@@ -461,6 +472,8 @@ class MeterDetector:
     def _reading(self, t: float, power_w: float, energy_wh: float | None) -> list[Transition]:
         if power_w <= -self.config.solar_export_w:  # not a meter's offset of a few watts
             self.house.saw_export(t)
+        if self.phase is Phase.IDLE:  # the house's own load, no charge in it
+            self.house.saw_power(t, power_w)
         out: list[Transition] = []
         if self.last_t is None:
             self._start_history(t, power_w, energy_wh)
@@ -867,7 +880,13 @@ class MeterDetector:
         if not trend or not self.house.solar(self.cand_start):
             return False
         early = round(self.config.plateau_window_s / max(self.interval_s, 1.0))
-        return trend[-1] - min(trend[: early + 1]) > self.config.drift_fraction * level
+        climb = trend[-1] - min(trend[: early + 1])
+        faded = (
+            self.house.sun_faded(self.cand_start, self.last_t or self.cand_start)
+            if self.house.at_charging_power(level)
+            else 0.0
+        )
+        return climb - faded > self.config.drift_fraction * level
 
     def _ramped_up(self, level: float) -> bool:
         """A charger reaches its level within a minute of switching on (a soft start); a
@@ -1175,6 +1194,18 @@ class MeterDetector:
         high = excess >= max(cfg.low_fraction * s.level_w, cfg.min_ev_power_w * 0.5)
 
         if self.phase is Phase.CHARGING:
+            if (
+                s.solar
+                and (low := self.house.lowest_at_this_hour(t)) is not None
+                and low > s.base_w
+            ):
+                # The export under the session fades with the sun: at dusk the base can be no
+                # lower than the house went at this hour lately.
+                excess -= low - s.base_w
+                self.held.lower(low - s.base_w)  # excesses over the new base
+                self.plateau.lower(low - s.base_w)
+                s.base_w = low
+                high = excess >= max(cfg.low_fraction * s.level_w, cfg.min_ev_power_w * 0.5)
             held = self.held.value()
             if s.solar and high and held is not None:
                 left = excess - (held - s.level_w)

@@ -55,11 +55,14 @@ def held_layers(
     floor_s: float,
     max_gap_s: float,
     max_s: float,
+    export_w: float,
 ) -> list[Layer]:
     """Every layer of ``level``'s size (from each of its ``rises``, of ``rises_of_size``, the
     floor before it the lowest reading over ``floor_s``), each held until the house's power
     falls under that floor plus ``HOLD_FRACTION`` of ``level``, or a gap in the readings over
-    ``max_gap_s``, for ``max_s`` at most."""
+    ``max_gap_s``, for ``max_s`` at most. None rises from an export (a floor ``export_w`` or
+    more under zero: rooftop solar): the sun fading holds the power above it as well as a
+    charge would."""
     n = len(times)
     if n < 3:
         return []
@@ -75,6 +78,8 @@ def held_layers(
         if i < held_to:
             continue  # a rise inside a layer already found
         floor = float(powers[max(0, i - before) : i].min())
+        if floor <= -export_w:
+            continue
         held = (powers[i : i + longest] >= floor + HOLD_FRACTION * level) & after_no_gap[
             i : i + longest
         ]

@@ -86,6 +86,8 @@ class House:
     cycles: list[list[float]] = field(default_factory=list)
     # The last export (rooftop solar behind the meter) seen in each hour of the day (UTC).
     export_hours: list[float | None] = field(default_factory=lambda: [None] * 24)
+    # Each hour of the day's (UTC) lowest net power on the last few days: [day, W] per day.
+    hour_lows: list[list[list[float]]] = field(default_factory=lambda: [[] for _ in range(24)])
     # When a running agent new to the meter began to follow it (``DetectorConfig.warmup_s``).
     met_at: float | None = None
     # For each hour of the day (UTC), when the AC's latest runs through the heat that covered
@@ -206,6 +208,32 @@ class House:
     def saw_export(self, t: float) -> None:
         self.export_hours[int(t // 3600) % 24] = t
 
+    def saw_power(self, t: float, power_w: float) -> None:
+        lows = self.hour_lows[int(t // 3600) % 24]
+        day = t // 86_400
+        if lows and lows[-1][0] == day:
+            lows[-1][1] = min(lows[-1][1], power_w)
+        else:
+            lows.append([day, power_w])
+            del lows[: -self.config.hour_low_days - 1]
+
+    def lowest_at_this_hour(self, t: float) -> float | None:
+        """The house's lowest net power at this hour of the day on its ``hour_low_days`` last
+        days (while no load was followed): with rooftop solar, about the most the sun can take
+        off its load now. At dusk a session's base, an export at its start, is no lower."""
+        day = t // 86_400
+        span = self.config.hour_low_days
+        lows = [w for d, w in self.hour_lows[int(t // 3600) % 24] if 0 < day - d <= span]
+        return min(lows) if lows else None
+
+    def sun_faded(self, since: float, t: float) -> float:
+        """How far the house's lowest net power at this hour lately rose from ``since``'s hour
+        to ``t``'s (the sun fading as on its last days), or 0 where not known or not risen."""
+        before, now = self.lowest_at_this_hour(since), self.lowest_at_this_hour(t)
+        if before is None or now is None:
+            return 0.0
+        return max(0.0, now - before)
+
     def solar(self, t: float) -> bool:
         """The house exported lately at about this time of day (``solar_hours`` either side): its
         panels may be generating now. At night its net load is its own, as in a house without."""
@@ -220,6 +248,7 @@ class House:
         """Its part of the detector's snapshot (the keys older snapshots used)."""
         return {
             "export_hours": self.export_hours,
+            "hour_lows": self.hour_lows,
             "heat_hours": self.heat_hours,
             "recent_cycles": self.cycles,
             "session_powers": self.session_powers,
@@ -231,6 +260,7 @@ class House:
         keeps that field's fresh default."""
         self.heat_hours = state.get("heat_hours", self.heat_hours)
         self.export_hours = state.get("export_hours", self.export_hours)
+        self.hour_lows = state.get("hour_lows", self.hour_lows)
         if "export_hours" not in state and state.get("exported_at") is not None:
             self.saw_export(state["exported_at"])  # from before the hours were kept
         self.cycles = [list(c) for c in state["recent_cycles"]]

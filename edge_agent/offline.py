@@ -315,6 +315,7 @@ def _over_the_whole_file(
         floor_s=config.floor_window_s,
         max_gap_s=config.max_gap_s,
         max_s=config.max_session_s,
+        export_w=config.solar_export_w,
     )
 
     def begun_at_its_layer(tr: Transition) -> Transition:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -174,7 +175,8 @@ def test_restart_mid_session_ends_once_with_same_id():
     readings = trace(60, 6, window(1, 3, 3500))
     det, first = run(readings[:120])  # two hours in: started, not ended
     assert states(first) == [S.STARTED]
-    restored = MeterDetector.restore(det.snapshot())
+    restored = MeterDetector.restore(json.loads(json.dumps(det.snapshot())))  # as stored
+    assert restored.house.hour_lows == det.house.hour_lows != [[] for _ in range(24)]
     _, rest = run(readings[120:], detector=restored)
     assert sessions(rest) == [S.ENDED]
     assert rest[0].transaction_id == first[0].transaction_id
@@ -195,6 +197,7 @@ def test_a_snapshot_from_before_a_field_existed_still_restores():
         "rise_samples",
         "export_hours",
         "heat_hours",
+        "hour_lows",
     ):
         del older[name]
     for name in ("stacked", "resumes", "unlimited_level_w"):
@@ -578,6 +581,89 @@ def test_with_solar_behind_the_meter_a_session_ends_when_the_ev_stops():
     assert ended.stop_time == pytest.approx(T0 + 5 * 3600, abs=120)
     # Within 8%: the sun keeps fading under the level the session was confirmed at.
     assert ended.ev_energy_wh == pytest.approx(7000, rel=0.08)
+
+
+def _clear_day_sun(t: float) -> float:
+    """A 4.5 kW rooftop system's output on a clear day (UTC hours; nothing before 06:30 nor
+    after 19:30)."""
+    hour = t % 86_400 / 3600
+    return 4500.0 * max(0.0, math.sin((hour - 6.5) / 13 * math.pi)) ** 1.3
+
+
+@pytest.mark.parametrize(("hour_low_days", "ends_h"), [(3, 18.25), (0, None)])
+def test_with_solar_a_charge_begun_under_export_ends_at_dusk_where_the_ev_stopped(
+    hour_low_days, ends_h
+):
+    """A house exporting 3 kW at 15:30 (its fourth day) when a 7 kW charge starts; the charge
+    tapers from 17:30 and stops at 18:15 while the sun fades. The export under the session,
+    its base, fades too: measured over the old base the excess stays above the stop threshold
+    all evening, with no EV-sized fall to end on. The house's lowest load at each hour on its
+    last days bounds the base from below, and the session ends where the EV stopped with its
+    own energy. Control: without those days (``hour_low_days`` 0) it runs on to the end."""
+    day0 = (T0 // 86_400 + 1) * 86_400  # a midnight (UTC)
+    charge_day = day0 + 3 * 86_400
+
+    def ev(t: float) -> float:
+        hour = (t - charge_day) / 3600
+        if not 15.5 <= hour < 18.25:
+            return 0.0
+        return 7000.0 * max(0.2, min(1.0, 1 - (hour - 17.5) / 0.75))
+
+    readings, energy = [], 1_000_000.0
+    for i in range(4 * 1440):
+        t = day0 + i * 60
+        p = BASE + 20 * math.sin(i) - _clear_day_sun(t) + ev(t)
+        readings.append((t, p, energy))
+        energy += max(p, 0.0) * 60 / 3600
+    det, out = run(readings, DetectorConfig(hour_low_days=hour_low_days))
+    out += det.finish()
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    ended = out[-1]
+    assert ended.start_time == pytest.approx(charge_day + 15.5 * 3600, abs=120)
+    if ends_h is None:
+        assert ended.stop_time is not None
+        assert ended.stop_time > charge_day + 20 * 3600
+        return
+    assert ended.stop_time == pytest.approx(charge_day + ends_h * 3600, abs=300)
+    truth = sum(ev(t) for t, _, _ in readings) * 60 / 3600
+    assert ended.ev_energy_wh == pytest.approx(truth, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("hour_low_days", "charging_w", "found"),
+    [(3, 3600.0, True), (0, 3600.0, False), (3, None, False), (3, 7200.0, False)],
+)
+def test_with_solar_a_charge_held_through_the_sun_fading_is_found(hour_low_days, charging_w, found):
+    """A 3.6 kW charge from 15:00 to 18:30 in a house exporting 3.5 kW, held back to the
+    cycler's rule for 2.5 h (an agent still warming up): the sun fades by 2 kW under it,
+    which looks like the load drifting, as a cloud's step or an AC's run under a fading sun
+    does. The house's lowest load at each hour on its last days rose as much: the sun's fade,
+    not the load's. At the house's own charging power the candidate is judged on what is
+    left, and the charge is found whole. Controls: without those days, without the power
+    known, or at another power, the candidate is dropped."""
+    day0 = (T0 // 86_400 + 1) * 86_400
+    charge_day = day0 + 3 * 86_400
+    ev = window((charge_day - T0) / 3600 + 15.0, (charge_day - T0) / 3600 + 18.5, 3600.0)
+    readings, energy = [], 1_000_000.0
+    for i in range(4 * 1440):
+        t = day0 + i * 60
+        p = BASE + 20 * math.sin(i) - _clear_day_sun(t) + ev(t)
+        readings.append((t, p, energy))
+        energy += max(p, 0.0) * 60 / 3600
+    config = DetectorConfig(hour_low_days=hour_low_days, warmup_s=5 * 86_400)
+    det = MeterDetector("m1", config, warms_up=True)
+    if charging_w is not None:
+        det.house.know_charging_power(charging_w)
+    det, out = run(readings, detector=det)
+    out += det.finish()
+    if not found:
+        assert sessions(out) == []
+        return
+    assert sessions(out) == [S.STARTED, S.ENDED]
+    ended = out[-1]
+    assert ended.start_time == pytest.approx(charge_day + 15.0 * 3600, abs=120)
+    assert ended.stop_time == pytest.approx(charge_day + 18.5 * 3600, abs=120)
+    assert ended.ev_energy_wh == pytest.approx(3600 * 3.5, rel=0.03)
 
 
 def test_with_solar_a_charge_whose_first_reading_caught_part_of_its_step_is_found():

@@ -30,7 +30,14 @@ def layers_of(
         times = np.arange(len(watts), dtype=np.float64) * 60.0
     rises = rises_of_size(watts, level, 0.15)
     return held_layers(
-        times, watts, level, rises, floor_s=HOUR, max_gap_s=max_gap_s, max_s=36 * HOUR
+        times,
+        watts,
+        level,
+        rises,
+        floor_s=HOUR,
+        max_gap_s=max_gap_s,
+        max_s=36 * HOUR,
+        export_w=100.0,
     )
 
 
@@ -52,6 +59,30 @@ def test_a_charge_under_an_acs_cycles_is_one_layer_from_its_rise_to_its_end():
     assert charge.stop == 325 * 60.0
     assert charge.ev_energy_wh == pytest.approx(3_600.0 * 3, rel=0.02)
     assert {layer.lasted for layer in layers if layer is not charge} == {20 * 60.0}
+
+
+@pytest.mark.parametrize(("export_w", "layers"), [(3_000.0, 0), (100.0, 0), (5_000.0, 1)])
+def test_no_layer_rises_from_an_export(export_w, layers):
+    """A house exporting 4 kW when an AC's run of the EV's size starts, the sun fading to
+    nothing over the next two hours: after the run the net power stays above the export plus
+    the EV's power all evening, though nothing is charging. A floor the sun made is no floor
+    to hold a layer over. Control: judged as no export (``export_w`` over the floor's depth),
+    the run is a layer held all evening."""
+    sun = [4_400.0 * min(1.0, max(0.0, 1 - (m - 60) / 120)) for m in range(600)]
+    powers = [400.0 - s + (3_600.0 if 60 <= m < 150 else 0.0) for m, s in enumerate(sun)]
+    watts = np.asarray(powers, dtype=np.float64)
+    times = np.arange(len(watts), dtype=np.float64) * 60.0
+    found = held_layers(
+        times,
+        watts,
+        3_600.0,
+        rises_of_size(watts, 3_600.0, 0.15),
+        floor_s=HOUR,
+        max_gap_s=20 * 60.0,
+        max_s=36 * HOUR,
+        export_w=export_w,
+    )
+    assert len([layer for layer in found if layer.lasted > HOUR]) == layers
 
 
 def test_a_gap_in_the_readings_ends_a_layer():
