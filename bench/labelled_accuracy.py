@@ -47,7 +47,7 @@ from bench.detector_accuracy import (
     truth_intervals,
 )
 from bench.scoring import Interval, Score, score
-from edge_agent.detector import DetectorConfig
+from edge_agent.detector import DetectorConfig, threshold_pairs
 from edge_agent.offline import PLAUSIBLE_HOUSE_W, InputError, parse_timestamp
 from edge_agent.simulator import GroundTruthSession, Trace
 
@@ -245,7 +245,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--merge-gap-min", type=float, default=30.0, help="a pause, not an end")
     parser.add_argument("--min-session-min", type=float, default=10.0, help="a charge's least")
     parser.add_argument("--per-meter", action="store_true", help="also each meter's score")
+    parser.add_argument(
+        "--detector",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a detector threshold (a DetectorConfig field) in place of its default, repeatable: "
+        "tuning on the utility's own meters (then EDGE_DETECTOR for its agents)",
+    )
     args = parser.parse_args(argv)
+    try:
+        config = DetectorConfig.tuned(threshold_pairs(args.detector))
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         zone = ZoneInfo(args.timezone) if args.timezone else None
     except (ZoneInfoNotFoundError, ValueError):
@@ -269,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not meters:
         print(f"{args.input}: no readings", file=sys.stderr)
         return 2
-    ours, naive, per_meter = evaluate(meters)
+    ours, naive, per_meter = evaluate(meters, config)
     days = sum(float(m.trace.times[-1] - m.trace.times[0]) for m in meters.values()) / 86_400
     gaps = [np.median(np.diff(m.trace.times)) for m in meters.values() if len(m.trace.times) > 1]
     missing = sum(m.ev_missing for m in meters.values())
@@ -277,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"<!-- {args.input.name}: {len(meters)} meters, {days:.0f} meter-days, readings every "
         f"{float(np.median(gaps)) if gaps else 0:.0f} s; true sessions from the EV circuit at "
         f">= {args.ev_on_w:.0f} W, pauses <= {args.merge_gap_min:g} min joined, >= "
-        f"{args.min_session_min:g} min; {missing} empty EV readings taken as not charging -->"
+        f"{args.min_session_min:g} min; {missing} empty EV readings taken as not charging; "
+        f"detector {config.version} -->"
     )
     print(
         "| scored | sessions | detected | precision | recall | F1 | median start err (min) "

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from edge_agent.detector import DetectorConfig
+from edge_agent.detector import DetectorConfig, threshold_pairs
 from edge_agent.offline import InputError, detect, dumps, read_file, session_record
 from edge_agent.service import run
 from edge_agent.settings import EdgeSettings, SourceKind
@@ -17,9 +17,12 @@ from edge_agent.settings import EdgeSettings, SourceKind
 def _detect(args: argparse.Namespace) -> int:
     tz = ZoneInfo(args.timezone) if args.timezone else None
     out = sys.stdout.buffer
+    config = args.detector
     try:
-        for ended in detect(read_file(Path(args.input), tz), charging_power_w=args.charging_power):
-            out.write(dumps(session_record(ended)) + b"\n")
+        for ended in detect(
+            read_file(Path(args.input), tz), config, charging_power_w=args.charging_power
+        ):
+            out.write(dumps(session_record(ended, config.version)) + b"\n")
     except InputError as exc:
         print(f"edge_agent detect: {args.input}: {exc}", file=sys.stderr)
         return 2
@@ -68,12 +71,25 @@ def main(argv: list[str] | None = None) -> int:
         "learnt from the file (not a charger's nameplate: a car may draw less; in a file of "
         "many meters, every meter's)",
     )
+    p_detect.add_argument(
+        "--detector",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a detector threshold (a DetectorConfig field, e.g. confirm_s=2400) in place of its "
+        "default, repeatable; the sessions' detectorVersion names the thresholds changed",
+    )
     p_detect.set_defaults(func=_detect)
     p_run = sub.add_parser("run", help="run the agent (settings from EDGE_* environment variables)")
     p_run.add_argument("--input", help="replay this file instead of the configured source")
     p_run.add_argument("--speed", type=float, help="replay speed x real time (0 = max)")
     p_run.set_defaults(func=_run)
     args = parser.parse_args(argv)
+    if args.command == "detect":
+        try:
+            args.detector = DetectorConfig.tuned(threshold_pairs(args.detector))
+        except ValueError as exc:
+            parser.error(str(exc))
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

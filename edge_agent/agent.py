@@ -42,8 +42,9 @@ def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def transaction_message(tr: Transition) -> Transaction:
-    """A detector transition as a Pleevi transaction with the documented extension fields."""
+def transaction_message(tr: Transition, version: str = DETECTOR_VERSION) -> Transaction:
+    """A detector transition as a Pleevi transaction with the documented extension fields
+    (``version``: the detector's, with its tuned thresholds, ``DetectorConfig.version``)."""
     return Transaction(
         assetId=tr.asset_id,
         transactionId=tr.transaction_id,
@@ -56,7 +57,7 @@ def transaction_message(tr: Transition) -> Transaction:
         evPower=tr.ev_power_w,
         evPeakPower=tr.ev_peak_power_w,
         meterEnergy=tr.meter_energy_wh,
-        detectorVersion=DETECTOR_VERSION,
+        detectorVersion=version,
         confidence=tr.confidence,
         sequenceNumber=tr.sequence_number,
     )
@@ -154,7 +155,11 @@ class EdgeAgent:
                 self._store.forget_retained(since)
                 self._forgot_on = day
             for tr in late:
-                out.append(self._outgoing(asset, EdgeKind.TRANSACTION, transaction_message(tr)))
+                out.append(
+                    self._outgoing(
+                        asset, EdgeKind.TRANSACTION, transaction_message(tr, self._config.version)
+                    )
+                )
                 if tr.state is TransactionState.ENDED:
                     self._metrics.second_look_sessions.inc()
                     log.info("%s second look: %s", asset, tr.transaction_id)
@@ -201,7 +206,11 @@ class EdgeAgent:
         if self._look_days:
             self._second_look(det, t, power, energy, out)
         for tr in det.update(t, power, energy):
-            out.append(self._outgoing(asset, EdgeKind.TRANSACTION, transaction_message(tr)))
+            out.append(
+                self._outgoing(
+                    asset, EdgeKind.TRANSACTION, transaction_message(tr, self._config.version)
+                )
+            )
             self._metrics.transactions.labels(tr.state.value).inc()
             log.info("%s %s %s", asset, tr.state.value, tr.transaction_id)
             if tr.state is TransactionState.ENDED:

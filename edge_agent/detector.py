@@ -100,10 +100,12 @@ older one (out of order or a clock stepped back) is dropped and counted, a gap l
 from __future__ import annotations
 
 import bisect
+import difflib
 import math
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -216,6 +218,58 @@ class DetectorConfig:
     # any session the detector found.
     lost_min_s: float = 90 * 60.0
     lost_apart_s: float = 30 * 60.0
+
+    @classmethod
+    def tuned(cls, overrides: Mapping[str, float]) -> DetectorConfig:
+        """The default thresholds with ``overrides`` (by field name) in place, for a utility
+        tuning the detector on its own labelled meters. An unknown name, a value that is not a
+        finite number >= 0 (a whole one where the field counts), or an EV power range that is
+        empty is refused (``ValueError``, naming it)."""
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, value in overrides.items():
+            if name not in known:
+                near = difflib.get_close_matches(name, known, n=3)
+                hint = f"; did you mean {', '.join(near)}?" if near else ""
+                raise ValueError(f"unknown detector threshold {name!r}{hint}")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"detector threshold {name}: {value!r} is not a number")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"detector threshold {name}: {value!r} is not a number >= 0")
+            counts = isinstance(known[name].default, int)
+            if counts and not float(value).is_integer():
+                raise ValueError(f"detector threshold {name} counts: {value!r} is not whole")
+            values[name] = int(value) if counts else float(value)
+        config = replace(cls(), **values)
+        if config.min_ev_power_w >= config.max_ev_power_w:
+            raise ValueError(
+                f"detector thresholds: min_ev_power_w ({config.min_ev_power_w:g}) must be under "
+                f"max_ev_power_w ({config.max_ev_power_w:g})"
+            )
+        return config
+
+    @property
+    def version(self) -> str:
+        """``DETECTOR_VERSION``, followed by the thresholds that differ from its defaults
+        (``+name=value,...``): a session found with tuned thresholds says so."""
+        changed = [
+            f"{f.name}={getattr(self, f.name):g}"
+            for f in fields(self)
+            if getattr(self, f.name) != f.default
+        ]
+        return f"{DETECTOR_VERSION}+{','.join(changed)}" if changed else DETECTOR_VERSION
+
+
+def threshold_pairs(pairs: list[str]) -> dict[str, float]:
+    """``NAME=VALUE`` texts (a command line's) as overrides for ``DetectorConfig.tuned``."""
+    overrides: dict[str, float] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            overrides[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"{pair!r} is not NAME=VALUE (e.g. confirm_s=2400)") from None
+    return overrides
 
 
 class Phase(StrEnum):

@@ -134,8 +134,9 @@ def read_file(path: Path, assume_tz: tzinfo | None = None) -> Iterator[Reading]:
             yield from read_csv(stream, path.stem, assume_tz)
 
 
-def session_record(ended: Transition) -> dict[str, Any]:
-    """An ``Ended`` transition as an Itron-named session record."""
+def session_record(ended: Transition, version: str = DETECTOR_VERSION) -> dict[str, Any]:
+    """An ``Ended`` transition as an Itron-named session record (``version``: the
+    detector's, with its tuned thresholds, ``DetectorConfig.version``)."""
     assert ended.stop_time is not None
     return {
         "MeterId": ended.asset_id,
@@ -146,7 +147,7 @@ def session_record(ended: Transition) -> dict[str, Any]:
         "ChargeEnergy": ended.ev_energy_wh,
         "transactionId": ended.transaction_id,
         "confidence": ended.confidence,
-        "detectorVersion": DETECTOR_VERSION,
+        "detectorVersion": version,
     }
 
 

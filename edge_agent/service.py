@@ -127,6 +127,7 @@ def run(settings: EdgeSettings) -> int:
         on_commit=publisher.notify,
         control=control,
         charging_power_w=settings.charging_power_w,
+        detector_config=settings.detector_config(),
         second_look_days=settings.second_look_days,
         second_look_hour_utc=settings.second_look_hour_utc,
     )

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edge_agent.actuators import ChargerBehaviour
@@ -59,6 +59,12 @@ class EdgeSettings(BaseSettings):
         description="The EV charging power (W) of meters where it is known, by meter id "
         '(e.g. {"meter-7": 3600}): measured on a past charge, not a charger\'s nameplate (a car '
         "may draw less). Used from the first reading instead of learnt from the meter's sessions.",
+    )
+    detector: dict[str, float] = Field(
+        default_factory=dict,
+        description="Detector thresholds in place of their defaults, by DetectorConfig field "
+        '(e.g. {"confirm_s": 2400}), as tuned on the utility\'s own labelled meters '
+        "(bench.labelled_accuracy --detector); the sessions' detectorVersion names them.",
     )
     second_look_days: int = Field(
         default=14,
@@ -118,3 +124,12 @@ class EdgeSettings(BaseSettings):
     """OCPP 1.6J central system port."""
     ocpp_charge_points: dict[str, str] = Field(default_factory=dict)
     """Charge point id -> the meter (assetId) it sits behind, as JSON."""
+
+    @field_validator("detector")
+    @classmethod
+    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        DetectorConfig.tuned(value)  # refused at startup, naming the threshold
+        return value
+
+    def detector_config(self) -> DetectorConfig:
+        return DetectorConfig.tuned(self.detector)

@@ -18,7 +18,7 @@ from bench.detector_accuracy import (
 )
 from bench.labelled_accuracy import circuit_sessions, evaluate, main, read_labelled
 from bench.scoring import Interval, iou, score
-from edge_agent.detector import DetectorConfig
+from edge_agent.detector import DETECTOR_VERSION, DetectorConfig
 from edge_agent.offline import InputError
 from edge_agent.simulator import HouseholdSpec, Trace, simulate_household
 
@@ -186,3 +186,24 @@ def test_sessions_are_scored_in_the_week_they_began() -> None:
         ([second_week], []),
         ([], [third_week]),
     ]
+
+
+def test_tuned_thresholds_are_scored_and_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A utility tunes the detector on its own meters: the thresholds given reach the detector
+    (an EV range over every car's power finds nothing) and the report names them; a name the
+    detector does not have is refused."""
+    export = tmp_path / "circuits.csv"
+    _write_pecan_style(export, _houses(), kw=False, zone=UTC)
+    argv = ["--input", str(export), "--time-column", "localminute", "--house-column", "grid"]
+    argv += ["--ev-column", "car1", "--meter-column", "dataid"]
+    assert main([*argv, "--detector", "min_ev_power_w=20000"]) == 0
+    out = capsys.readouterr().out
+    assert f"detector {DETECTOR_VERSION}+min_ev_power_w=20000 -->" in out
+    detector = {line.split(" | ")[0]: line.split(" | ") for line in out.splitlines()}["| detector"]
+    assert detector[2] == "0"  # none detected
+    with pytest.raises(SystemExit) as refused:
+        main([*argv, "--detector", "min_ev_powr_w=2000"])
+    assert refused.value.code == 2
+    assert "did you mean min_ev_power_w" in capsys.readouterr().err
