@@ -35,6 +35,7 @@ import numpy as np
 from bench.scoring import Interval, Score, score
 from edge_agent.detector import DetectorConfig, MeterDetector
 from edge_agent.offline import detect
+from edge_agent.priming import primed
 from edge_agent.second_look import SecondLook
 from edge_agent.simulator import HouseholdSpec, Trace, load_real_data, simulate_household
 from schemas.pleevi import TransactionState
@@ -59,17 +60,25 @@ def detected_intervals(
     config: DetectorConfig,
     live: bool = False,
     charging_power_w: float | None = None,
+    *,
     second_look: bool = False,
+    primed_until: float | None = None,
 ) -> list[Interval]:
     """Sessions found by the offline mode, or (``live``) by the agent's detector reading by
     reading, without the offline mode's look at the whole file; either told the EV's
-    ``charging_power_w``, if given."""
+    ``charging_power_w``, if given. With ``primed_until`` (live), the agent meets the meter
+    then, primed with the readings before (``edge_agent.priming``), and the sessions that
+    began from then on are returned."""
     readings: list[tuple[str, float, float, float | None]] = [
         (trace.asset_id, float(t), float(p), None if math.isnan(e) else float(e))
         for t, p, e in zip(trace.times, trace.power_w, trace.energy_wh, strict=True)
     ]  # a trace without an energy register (NaN) gives the detector none
     if live:
         det = MeterDetector(trace.asset_id, config, warms_up=True)  # as the agent meets a meter
+        if primed_until is not None:
+            history = [(t, p, e) for _, t, p, e in readings if t < primed_until]
+            det = primed(trace.asset_id, history, config)
+            readings = [r for r in readings if r[1] >= primed_until]
         if charging_power_w is not None:
             det.house.know_charging_power(charging_power_w)  # as EDGE_CHARGING_POWER_W tells it
         looks = SecondLook(trace.asset_id) if second_look else None
@@ -94,7 +103,12 @@ def detected_intervals(
         found = [tr for tr in ended + det.finish() if tr.state is TransactionState.ENDED]
     else:
         found = list(detect(readings, config, charging_power_w=charging_power_w))
-    return [Interval(tr.start_time, tr.stop_time or tr.timestamp, tr.ev_energy_wh) for tr in found]
+    since = primed_until if primed_until is not None else -math.inf
+    return [
+        Interval(tr.start_time, tr.stop_time or tr.timestamp, tr.ev_energy_wh)
+        for tr in found
+        if tr.start_time >= since
+    ]
 
 
 def threshold_baseline(trace: Trace) -> list[Interval]:
@@ -219,6 +233,14 @@ def main() -> None:
         help="score only the houses whose EV charges at MIN-MAX kW (e.g. 3.3 4: an AC's size)",
     )
     parser.add_argument(
+        "--history-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --live: the agent meets each meter after N days of its trace, primed with "
+        "them (EDGE_HISTORY), scored on the --days after beside one that met it cold",
+    )
+    parser.add_argument(
         "--known-charging-power",
         action="store_true",
         help="tell the detector each house's true EV power instead of learning it (the most "
@@ -252,8 +274,10 @@ def main() -> None:
         "--data", type=Path, default=DATA, help="the real base loads and sessions (shared/data)"
     )
     args = parser.parse_args()
-    if args.second_look and not args.live:
-        parser.error("--second-look scores the live agent: pass --live too")
+    if (args.second_look or args.history_days) and not args.live:
+        parser.error("--second-look and --history-days score the live agent: pass --live too")
+    if args.second_look and args.history_days:
+        parser.error("--history-days is scored beside a cold start, not beside a second look")
     real = load_real_data(args.data)
     if real.base_w is None or real.session_hours is None:
         # Without them every house is synthetic and every figure comes out higher: not the
@@ -281,7 +305,7 @@ def main() -> None:
         began = time.perf_counter()
         for seed in range(args.first_seed, args.first_seed + houses):
             spec = HouseholdSpec(
-                days=args.days,
+                days=args.days + args.history_days,
                 step_s=1 if resolution == 1 else 10,
                 hot_climate=seed % 4 != 3,
                 **{name: getattr(args, name) for name in TRACE_EXTRAS},
@@ -292,13 +316,25 @@ def main() -> None:
             ):
                 continue
             scored += 1
-            truth = truth_intervals(trace)
+            met = float(trace.times[0]) + args.history_days * 86_400.0
+            truth = [i for i in truth_intervals(trace) if i.start >= met]
             known = ev_power(trace) if args.known_charging_power else None
-            found = detected_intervals(trace, config, args.live, known, args.second_look)
+            primed_until = met if args.history_days else None
+            found = detected_intervals(
+                trace,
+                config,
+                args.live,
+                known,
+                second_look=args.second_look,
+                primed_until=primed_until,
+            )
             ours.append((truth, found))
             if args.second_look:
                 alone.append((truth, detected_intervals(trace, config, args.live, known)))
-            naive.append((truth, threshold_baseline(trace)))
+            if args.history_days:
+                cold = detected_intervals(trace.since(met), config, args.live, known)
+                alone.append((truth, cold))
+            naive.append((truth, threshold_baseline(trace.since(met))))
             if args.per_house and resolution == 60:
                 house_rows.append(fmt_house(seed, trace, score(truth, found)))
             if args.by_week and resolution == 60:
@@ -309,6 +345,9 @@ def main() -> None:
         if args.second_look:
             print(fmt(f"{label} (live + second look)", pooled(ours)))
             print(fmt(f"{label} (live alone)", pooled(alone)))
+        elif args.history_days:
+            print(fmt(f"{label} (live, primed with {args.history_days} days)", pooled(ours)))
+            print(fmt(f"{label} (live, cold)", pooled(alone)))
         else:
             print(fmt(f"{label} (detector)", pooled(ours)))
         print(fmt(f"{label} (threshold baseline)", pooled(naive)))

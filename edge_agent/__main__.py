@@ -51,6 +51,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides.update(source=SourceKind.FILE, input=Path(args.input))
     if args.speed is not None:
         overrides["speed"] = args.speed
+    if args.history:
+        overrides["history"] = Path(args.history)
     settings = EdgeSettings(**overrides)  # type: ignore[arg-type]
     return run(settings)
 
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="run the agent (settings from EDGE_* environment variables)")
     p_run.add_argument("--input", help="replay this file instead of the configured source")
     p_run.add_argument("--speed", type=float, help="replay speed x real time (0 = max)")
+    p_run.add_argument(
+        "--history", help="the meters' past readings, to know their houses from (EDGE_HISTORY)"
+    )
     p_run.set_defaults(func=_run)
     args = parser.parse_args(argv)
     if args.command == "detect":

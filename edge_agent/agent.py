@@ -87,6 +87,7 @@ class EdgeAgent:
         charging_power_w: Mapping[str, float] | None = None,
         second_look_days: int = 14,
         second_look_hour_utc: int = 4,
+        primed: Mapping[str, MeterDetector] | None = None,
     ) -> None:
         self.site_id = site_id
         self._store = store
@@ -99,6 +100,9 @@ class EdgeAgent:
         self.control = control
         self._known_power = dict(charging_power_w or {})
         saved = store.states()
+        # Meters met for the first time start knowing their house from their history
+        # (``priming``); one with saved state knows more recent days than any history file.
+        self._primed = {a: det for a, det in (primed or {}).items() if a not in saved}
         self.detectors: dict[str, MeterDetector] = {
             asset: self._knowing(MeterDetector.restore(state["detector"], self._config))
             for asset, state in saved.items()
@@ -198,7 +202,7 @@ class EdgeAgent:
         asset, t, power, energy = reading
         det = self.detectors.get(asset)
         if det is None:
-            det = MeterDetector(asset, self._config, warms_up=True)
+            det = self._primed.pop(asset, None) or MeterDetector(asset, self._config, warms_up=True)
             det = self.detectors[asset] = self._knowing(det)
         if det.seen_t is not None and t <= det.seen_t:
             self._metrics.readings.labels("dropped").inc()

@@ -19,9 +19,11 @@ from prometheus_client import CollectorRegistry
 from edge_agent.actuators import Actuator, ChargerRating, NoCharger, SimulatedChargers
 from edge_agent.agent import EdgeAgent
 from edge_agent.control import CommandReceiver, PowerControl, Verdict, VerifyPolicy
-from edge_agent.detector import DETECTOR_VERSION
+from edge_agent.detector import DETECTOR_VERSION, MeterDetector
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.ocpp_adapter import OcppCentralSystem
+from edge_agent.offline import InputError, read_file
+from edge_agent.priming import primed_meters
 from edge_agent.publisher import Publisher
 from edge_agent.settings import ChargerKind, EdgeSettings, SourceKind
 from edge_agent.simulator import load_real_data
@@ -71,7 +73,26 @@ def build_actuator(settings: EdgeSettings, rating: ChargerRating) -> Actuator:
     return NoCharger()
 
 
+def primed_from_history(settings: EdgeSettings) -> dict[str, MeterDetector]:
+    """Detectors that know their meters' houses from ``EDGE_HISTORY`` (none without it); a
+    history that cannot be read stops the agent before it connects, naming the file."""
+    if settings.history is None:
+        return {}
+    began = time.monotonic()
+    tz = ZoneInfo(settings.timezone) if settings.timezone else None
+    try:
+        primed = primed_meters(read_file(settings.history, tz), settings.detector_config())
+    except (InputError, OSError) as exc:
+        raise SystemExit(f"EDGE_HISTORY {settings.history}: {exc}") from None
+    log.info(
+        "primed %d meters from %s in %.1f s",
+        len(primed), settings.history, time.monotonic() - began,
+    )  # fmt: skip
+    return primed
+
+
 def run(settings: EdgeSettings) -> int:
+    primed = primed_from_history(settings)
     registry = CollectorRegistry()
     metrics = EdgeMetrics(registry)
     store = AgentStore(settings.store_path, max_messages=settings.max_queue_messages)
@@ -130,6 +151,7 @@ def run(settings: EdgeSettings) -> int:
         detector_config=settings.detector_config(),
         second_look_days=settings.second_look_days,
         second_look_hour_utc=settings.second_look_hour_utc,
+        primed=primed,
     )
     agent_ref.append(agent)
     # Persistent session: commands sent while the gateway is away wait (until they expire).

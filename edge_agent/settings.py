@@ -66,6 +66,14 @@ class EdgeSettings(BaseSettings):
         '(e.g. {"confirm_s": 2400}), as tuned on the utility\'s own labelled meters '
         "(bench.labelled_accuracy --detector); the sessions' detectorVersion names them.",
     )
+    history: Path | None = Field(
+        default=None,
+        description="Past readings of this gateway's meters (as detect reads them: CSV "
+        "timestamp,power_w,energy_wh for one meter, named by the file, or Pleevi measurement "
+        "JSON Lines for many; naive timestamps in EDGE_TIMEZONE): a meter met for the first time "
+        "starts knowing its house (cyclers, AC heat hours, charging power) instead of learning "
+        "it over its first week. Meters with saved state ignore it.",
+    )
     second_look_days: int = Field(
         default=14,
         ge=0,

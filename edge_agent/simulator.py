@@ -73,6 +73,19 @@ class Trace:
             ev,
         )
 
+    def since(self, t: float) -> Trace:
+        """The readings from ``t`` on and the sessions that began then or later (a meter as an
+        agent meeting it at ``t`` sees it)."""
+        k = int(np.searchsorted(self.times, t))
+        return Trace(
+            self.asset_id,
+            self.times[k:].copy(),
+            self.power_w[k:].copy(),
+            self.energy_wh[k:].copy(),
+            [s for s in self.sessions if s.start >= t],
+            None if self.ev_power_w is None else self.ev_power_w[k:].copy(),
+        )
+
     def readings(self) -> Iterator[tuple[str, float, float, float]]:
         """(asset, epoch s, W, Wh) in time order, as a meter reports them (0.1 resolution)."""
         for t, p, e in zip(self.times.tolist(), self.power_w, self.energy_wh, strict=True):

@@ -24,6 +24,7 @@ from edge_agent.detector import MeterDetector
 from edge_agent.simulator import HouseholdSpec, simulate_household
 from edge_agent.sources import simulated_fleet
 from schemas import GatewayStatus, Measurement, Transaction
+from tests.unit.test_priming import DAY_MIN, rows_of, week_then_the_ac_day
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +113,16 @@ def start_agent(
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
+
+
+def replay_to_the_end(port: int, store: Path, data: Path, **settings: str) -> None:
+    """The agent replays ``data`` flat out and exits once the broker acknowledged all."""
+    agent = start_agent(port, store, data, 0, **settings)
+    try:
+        assert agent.wait(120) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
 
 
 def test_nothing_lost_through_kill_and_broker_restart(private_broker, tmp_path):
@@ -209,14 +220,9 @@ def test_the_second_look_sends_late_over_the_broker_what_the_live_detector_misse
     try:
         for days in ("14", "0"):  # site "look-14", then site "look-0"
             store = tmp_path / f"agent-{days}.sqlite3"
-            agent = start_agent(
-                broker.port, store, data, 0, second_look_days=days, site_id=f"look-{days}"
+            replay_to_the_end(
+                broker.port, store, data, second_look_days=days, site_id=f"look-{days}"
             )
-            try:
-                assert agent.wait(120) == 0  # exits once the broker acknowledged all
-            finally:
-                if agent.poll() is None:
-                    agent.kill()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             received = {
@@ -241,3 +247,43 @@ def test_the_second_look_sends_late_over_the_broker_what_the_live_detector_misse
     for tx_id, _seq, state in late:
         late_states[tx_id].append(state)
     assert all(sorted(states) == ["Ended", "Started"] for states in late_states.values())
+
+
+def test_a_gateway_primed_with_its_meters_history_sends_a_charge_a_cold_one_loses(
+    private_broker, tmp_path
+):
+    """The agent run with ``EDGE_HISTORY`` (six nights of the meter's charges) over the AC day
+    of ``test_priming``: the charge among the AC's cycles reaches a subscriber, Started and
+    Ended; the same day run without the history sends no session (the control)."""
+    broker = private_broker()
+    rows = rows_of(7 * 24, week_then_the_ac_day)
+    history, day = tmp_path / "history.jsonl", tmp_path / "day.jsonl"
+    write_readings(history, [("m", t, p, e) for t, p, e in rows[: 6 * DAY_MIN]])
+    write_readings(day, [("m", t, p, e) for t, p, e in rows[6 * DAY_MIN :]])
+    sub = Subscriber(broker.port)
+    received: dict[str, list[Transaction]] = {}
+    try:
+        for site, extra in (("primed", {"history": str(history)}), ("cold", {})):
+            replay_to_the_end(
+                broker.port, tmp_path / f"agent-{site}.sqlite3", day, site_id=site, **extra
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            received = {
+                site: [
+                    Transaction.model_validate_json(p)
+                    for topic, p in sub.snapshot()
+                    if topic.startswith(f"ev/v1/{site}/") and topic.endswith("/transaction")
+                ]
+                for site in ("primed", "cold")
+            }
+            if any(t.transaction_state.value == "Ended" for t in received["primed"]):
+                break
+            time.sleep(0.2)
+    finally:
+        sub.close()
+    assert received["cold"] == []
+    states = [t.transaction_state.value for t in received["primed"]]
+    assert states[0] == "Started"
+    assert states[-1] == "Ended"
+    assert received["primed"][0].start_time == datetime(2024, 7, 9, 14, 0, tzinfo=UTC)

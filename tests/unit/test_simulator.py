@@ -159,3 +159,14 @@ def test_a_house_with_a_variable_speed_heat_pump_has_fewer_compressor_steps():
     cycling = simulate_household(0, HouseholdSpec(days=4, step_s=60))
     modulating = simulate_household(0, HouseholdSpec(days=4, step_s=60, variable_speed_ac=True))
     assert rises(modulating) < rises(cycling) / 2
+
+
+def test_a_trace_since_an_instant_is_what_an_agent_meeting_the_meter_then_sees():
+    trace = simulate_household(3, HouseholdSpec(days=4, step_s=60))
+    met = float(trace.times[0]) + 2 * DAY_S + 30.0  # between two readings
+    later = trace.since(met)
+    assert later.times[0] >= met
+    assert len(later.times) == np.count_nonzero(trace.times >= met)
+    assert later.sessions == [s for s in trace.sessions if s.start >= met]
+    assert later.sessions  # the control: the house charged in those days
+    assert later.power_w[0] == trace.power_w[len(trace.times) - len(later.times)]
