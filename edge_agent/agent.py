@@ -202,7 +202,9 @@ class EdgeAgent:
         asset, t, power, energy = reading
         det = self.detectors.get(asset)
         if det is None:
-            det = self._primed.pop(asset, None) or MeterDetector(asset, self._config, warms_up=True)
+            primed = self._primed.pop(asset, None)
+            self._metrics.meters_met.labels("primed" if primed else "cold").inc()
+            det = primed or MeterDetector(asset, self._config, warms_up=True)
             det = self.detectors[asset] = self._knowing(det)
         if det.seen_t is not None and t <= det.seen_t:
             self._metrics.readings.labels("dropped").inc()

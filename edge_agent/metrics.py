@@ -28,6 +28,15 @@ class EdgeMetrics:
             "Sessions the daily second look found that the live detector missed (sent late).",
             registry=registry,
         )
+        self.meters_met = Counter(
+            "ev_edge_meters_met_total",
+            "Meters met for the first time (no saved state), primed from EDGE_HISTORY or cold: "
+            "cold ones where a history was given are meters it does not hold.",
+            ["start"],
+            registry=registry,
+        )
+        for start in ("primed", "cold"):
+            self.meters_met.labels(start)
         self.open_sessions = Gauge(
             "ev_edge_open_sessions", "Sessions currently charging or paused.", registry=registry
         )

@@ -105,17 +105,24 @@ def test_a_history_that_cannot_be_read_stops_the_agent_naming_it(tmp_path):
 
 
 def agent_ended(store_path: Path, rows, primed_meters: dict[str, MeterDetector]) -> list[dict]:
-    store = AgentStore(store_path)
+    """The Ended messages an agent given ``primed_meters`` queues for meters "m" and "n" (the
+    same readings), and checks its count of meters met primed and cold."""
+    store, registry = AgentStore(store_path), CollectorRegistry()
     try:
         agent = EdgeAgent(
-            site_id="s", store=store, metrics=EdgeMetrics(CollectorRegistry()), primed=primed_meters
+            site_id="s", store=store, metrics=EdgeMetrics(registry), primed=primed_meters
         )
-        agent.process(("m", t, p, e) for t, p, e in rows)
+        agent.process((meter, t, p, e) for t, p, e in rows for meter in ("m", "n"))
         queued = store.pending(0, 100_000)
     finally:
         store.close()
+    met = {
+        start: registry.get_sample_value("ev_edge_meters_met_total", {"start": start})
+        for start in ("primed", "cold")
+    }
+    assert met == {"primed": len(primed_meters), "cold": 2 - len(primed_meters)}
     messages = [json.loads(q.payload) for q in queued if q.kind == TRANSACTION]
-    return [m for m in messages if m["transactionState"] == "Ended"]
+    return [m for m in messages if m["transactionState"] == "Ended" and m["assetId"] == "m"]
 
 
 def test_a_running_agent_uses_a_primed_detector_only_for_a_meter_new_to_it(tmp_path):
