@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.detector_accuracy [--houses 40] [--days 14] [--first-seed 40]
         [--solar] [--pool] [--hot-days] [--abrupt-ends] [--two-acs] [--variable-speed-ac]
-        [--ev-kw 3.3 4] [--live [--second-look]] [--known-charging-power] [--per-house]
-        [--minutes 5 10] [--by-week]
+        [--ev-kw 3.3 4] [--live [--second-look | --history-days 14]] [--known-charging-power]
+        [--per-house] [--minutes 5 10] [--by-week]
 
 Households: half on the real UCI base load (with added hot-climate confounders), half synthetic;
 all with AC cycles, water heaters, dryers, ovens, ranges and well pumps; EV sessions' start hours
@@ -11,7 +11,9 @@ and energies drawn from the real Norwegian residential sessions. The offline mod
 edge_agent detect``) is scored, or with ``--live`` the agent's detector reading by reading
 (no look at the whole file), and with ``--second-look`` besides it the agent's daily second
 look over each meter's last 14 days (``edge_agent/second_look.py``), scored beside the live
-detector alone in the same run. A naive baseline (power above
+detector alone in the same run; with ``--history-days N`` the agent meets each meter after N
+days of its trace, primed with them (``edge_agent/priming.py``), scored beside one that met it
+cold. A naive baseline (power above
 the house's median by >= 1.2 kW for >= 15 min) is scored on the same traces in the same run.
 With ``--solar`` every house also has rooftop PV behind its meter (net power, passing clouds);
 with ``--pool`` a third of the hot-climate houses have a pool pump on a daily timer; with
