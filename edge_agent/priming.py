@@ -6,15 +6,19 @@ or more), it holds every candidate to a cycler's rule and loses charges. A utili
 meter's past weeks in its meter data management system; replayed through the live detector,
 they teach it the house before its first live reading, as if the agent had run over them.
 Only what it learnt of the house is kept, not the sessions nor the floor (nothing of the
-history is published). Pure: readings in, detectors out.
+history is published). Readings stream through, one detector a meter: a history of many
+meters' weeks is never held whole. Pure: readings in, detectors out.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from edge_agent.detector import DetectorConfig, MeterDetector
-from edge_agent.offline import Reading, by_meter
+from edge_agent.offline import Reading
+
+log = logging.getLogger(__name__)
 
 
 def primed(
@@ -23,21 +27,33 @@ def primed(
     config: DetectorConfig | None = None,
 ) -> MeterDetector:
     """A detector for a meter new to the agent that knows its house from the meter's
-    ``history`` (readings in time order, before the first it will be fed)."""
-    config = config or DetectorConfig()
-    scratch = MeterDetector(asset_id, config, warms_up=True)  # as the agent would have met it
-    for t, power, energy in history:
-        scratch.update(t, power, energy)
-    det = MeterDetector(asset_id, config, warms_up=True)
-    det.house = scratch.house
-    return det
+    ``history`` (its readings in time order, before the first it will be fed)."""
+    return primed_meters(((asset_id, t, p, e) for t, p, e in history), config)[asset_id]
 
 
 def primed_meters(
     readings: Iterable[Reading], config: DetectorConfig | None = None
 ) -> dict[str, MeterDetector]:
-    """A primed detector for each meter in ``readings`` (a history file's, any order)."""
-    return {
-        asset_id: primed(asset_id, meter.in_time_order(), config)
-        for asset_id, meter in by_meter(readings).items()
-    }
+    """A primed detector for each meter in ``readings`` (a history file's: meters interleaved
+    or one after another, each meter's readings in time order; one out of order is skipped as
+    a running agent skips it, and the meter named with their count)."""
+    config = config or DetectorConfig()
+    scratch: dict[str, MeterDetector] = {}
+    for asset_id, t, power, energy in readings:
+        det = scratch.get(asset_id)
+        if det is None:  # as the agent would have met it
+            det = scratch[asset_id] = MeterDetector(asset_id, config, warms_up=True)
+        det.update(t, power, energy)
+    for det in scratch.values():
+        if det.dropped_readings:
+            log.warning(
+                "history of %s: %d readings out of time order skipped",
+                det.asset_id, det.dropped_readings,
+            )  # fmt: skip
+    return {asset_id: _knowing_its_house(det) for asset_id, det in scratch.items()}
+
+
+def _knowing_its_house(scratch: MeterDetector) -> MeterDetector:
+    det = MeterDetector(scratch.asset_id, scratch.config, warms_up=True)
+    det.house = scratch.house
+    return det

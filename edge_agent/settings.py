@@ -70,9 +70,10 @@ class EdgeSettings(BaseSettings):
         default=None,
         description="Past readings of this gateway's meters (as detect reads them: CSV "
         "timestamp,power_w,energy_wh for one meter, named by the file, or Pleevi measurement "
-        "JSON Lines for many; naive timestamps in EDGE_TIMEZONE): a meter met for the first time "
-        "starts knowing its house (cyclers, AC heat hours, charging power) instead of learning "
-        "it over its first week. Meters with saved state ignore it.",
+        "JSON Lines for many, each meter's in time order; naive timestamps in EDGE_TIMEZONE): "
+        "a meter met for the first time starts knowing its house (cyclers, AC heat hours, "
+        "charging power) instead of learning it over its first week. Meters with saved state "
+        "ignore it.",
     )
     second_look_days: int = Field(
         default=14,

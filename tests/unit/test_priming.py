@@ -75,22 +75,45 @@ def test_a_history_that_ends_mid_charge_sends_nothing_of_it():
     assert sessions[0].start_time == pytest.approx(rows[7 * DAY_MIN + 60][0], abs=120)
 
 
-def test_every_meter_of_a_history_file_is_primed(tmp_path):
-    """A Pleevi JSON Lines history of two meters, lines in any order: each is primed from its
-    own readings."""
-    lines = []
-    for meter, load in (("meter-a", nightly_charge), ("meter-b", lambda m: 0.0)):
-        for t, p, e in minutes(6 * 24, load):
-            record = Measurement(assetId=meter, timestamp=t, energyValue=e, powerValue=p)
-            lines.append(record.model_dump_json(by_alias=True))
+def history_lines(meter: str, load) -> list[str]:
+    return [
+        Measurement(assetId=meter, timestamp=t, energyValue=e, powerValue=p).model_dump_json(
+            by_alias=True
+        )
+        for t, p, e in minutes(6 * 24, load)
+    ]
+
+
+@pytest.mark.parametrize("layout", ["one after another", "interleaved"])
+def test_every_meter_of_a_history_file_is_primed(tmp_path, layout):
+    """A Pleevi JSON Lines history of two meters, one meter's readings after the other's or
+    interleaved as a gateway logs them: each is primed from its own readings."""
+    a, b = history_lines("meter-a", nightly_charge), history_lines("meter-b", lambda m: 0.0)
+    lines = (
+        a + b
+        if layout == "one after another"
+        else [x for pair in zip(a, b, strict=True) for x in pair]
+    )
     path = tmp_path / "history.jsonl"
-    path.write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")
-    settings = EdgeSettings(history=path)
-    meters = primed_from_history(settings)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    meters = primed_from_history(EdgeSettings(history=path))
     assert sorted(meters) == ["meter-a", "meter-b"]
     assert meters["meter-a"].house.charging_w == pytest.approx(3600, rel=0.03)
     assert meters["meter-b"].house.charging_w is None
     assert primed_meters([]) == {}
+
+
+def test_a_history_out_of_time_order_is_skipped_as_a_running_agent_skips_it(tmp_path, caplog):
+    """Readings streamed through (a long history is never held whole): a meter's readings out
+    of time order are skipped as the live detector skips them, and the meter is named with
+    their count. Control: the same readings in order teach the house's charging power."""
+    lines = history_lines("meter-a", nightly_charge)
+    path = tmp_path / "history.jsonl"
+    path.write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="edge_agent.priming"):
+        meters = primed_from_history(EdgeSettings(history=path))
+    assert meters["meter-a"].house.charging_w is None
+    assert f"history of meter-a: {len(lines) - 1} readings out of time order" in caplog.text
 
 
 def test_a_history_that_cannot_be_read_stops_the_agent_naming_it(tmp_path):
