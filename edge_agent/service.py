@@ -81,7 +81,8 @@ def primed_from_history(settings: EdgeSettings) -> dict[str, MeterDetector]:
     began = time.monotonic()
     tz = ZoneInfo(settings.timezone) if settings.timezone else None
     try:
-        primed = primed_meters(read_file(settings.history, tz), settings.detector_config())
+        history = settings.history
+        primed = primed_meters(lambda: read_file(history, tz), settings.detector_config())
     except (InputError, OSError) as exc:
         raise SystemExit(f"EDGE_HISTORY {settings.history}: {exc}") from None
     log.info(

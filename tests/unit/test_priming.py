@@ -100,20 +100,26 @@ def test_every_meter_of_a_history_file_is_primed(tmp_path, layout):
     assert sorted(meters) == ["meter-a", "meter-b"]
     assert meters["meter-a"].house.charging_w == pytest.approx(3600, rel=0.03)
     assert meters["meter-b"].house.charging_w is None
-    assert primed_meters([]) == {}
+    assert primed_meters(list) == {}
 
 
 def test_a_history_out_of_time_order_is_skipped_as_a_running_agent_skips_it(tmp_path, caplog):
-    """Readings streamed through (a long history is never held whole): a meter's readings out
-    of time order are skipped as the live detector skips them, and the meter is named with
-    their count. Control: the same readings in order teach the house's charging power."""
+    """Readings stream through the live detector (a long history is never held whole): a
+    meter's readings out of time order are skipped as it skips them, and the meter is named
+    with their count. Its sessions then agree on no power, and the offline mode, which reads
+    each meter in time order, judges its history whole: the house's charging power is still
+    learnt."""
     lines = history_lines("meter-a", nightly_charge)
     path = tmp_path / "history.jsonl"
     path.write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")
     with caplog.at_level("WARNING", logger="edge_agent.priming"):
         meters = primed_from_history(EdgeSettings(history=path))
-    assert meters["meter-a"].house.charging_w is None
     assert f"history of meter-a: {len(lines) - 1} readings out of time order" in caplog.text
+    assert meters["meter-a"].house.charging_w == pytest.approx(3600, rel=0.03)
+    live_alone = MeterDetector("meter-a", warms_up=True)  # the control: the live replay only
+    for t, p, e in reversed(rows_of(6 * 24, nightly_charge)):
+        live_alone.update(t, p, e)
+    assert live_alone.house.charging_w is None
 
 
 def test_a_history_that_cannot_be_read_stops_the_agent_naming_it(tmp_path):
