@@ -590,6 +590,22 @@ def _clear_day_sun(t: float) -> float:
     return 4500.0 * max(0.0, math.sin((hour - 6.5) / 13 * math.pi)) ** 1.3
 
 
+SOLAR_DAY0 = (T0 // 86_400 + 1) * 86_400  # a midnight (UTC)
+CHARGE_DAY = SOLAR_DAY0 + 3 * 86_400  # the fourth: three days before to learn the house from
+
+
+def _solar_days(ev) -> list[tuple[float, float, float]]:
+    """Four clear days of minute readings of a house with a 4.5 kW rooftop system (its net
+    power; its import register), ``ev(t)`` W charging on top."""
+    readings, energy = [], 1_000_000.0
+    for i in range(4 * 1440):
+        t = SOLAR_DAY0 + i * 60
+        p = BASE + 20 * math.sin(i) - _clear_day_sun(t) + ev(t)
+        readings.append((t, p, energy))
+        energy += max(p, 0.0) * 60 / 3600
+    return readings
+
+
 @pytest.mark.parametrize(("hour_low_days", "ends_h"), [(3, 18.25), (0, None)])
 def test_with_solar_a_charge_begun_under_export_ends_at_dusk_where_the_ev_stopped(
     hour_low_days, ends_h
@@ -600,8 +616,7 @@ def test_with_solar_a_charge_begun_under_export_ends_at_dusk_where_the_ev_stoppe
     all evening, with no EV-sized fall to end on. The house's lowest load at each hour on its
     last days bounds the base from below, and the session ends where the EV stopped with its
     own energy. Control: without those days (``hour_low_days`` 0) it runs on to the end."""
-    day0 = (T0 // 86_400 + 1) * 86_400  # a midnight (UTC)
-    charge_day = day0 + 3 * 86_400
+    charge_day = CHARGE_DAY
 
     def ev(t: float) -> float:
         hour = (t - charge_day) / 3600
@@ -609,12 +624,7 @@ def test_with_solar_a_charge_begun_under_export_ends_at_dusk_where_the_ev_stoppe
             return 0.0
         return 7000.0 * max(0.2, min(1.0, 1 - (hour - 17.5) / 0.75))
 
-    readings, energy = [], 1_000_000.0
-    for i in range(4 * 1440):
-        t = day0 + i * 60
-        p = BASE + 20 * math.sin(i) - _clear_day_sun(t) + ev(t)
-        readings.append((t, p, energy))
-        energy += max(p, 0.0) * 60 / 3600
+    readings = _solar_days(ev)
     det, out = run(readings, DetectorConfig(hour_low_days=hour_low_days))
     out += det.finish()
     assert sessions(out) == [S.STARTED, S.ENDED]
@@ -641,15 +651,9 @@ def test_with_solar_a_charge_held_through_the_sun_fading_is_found(hour_low_days,
     not the load's. At the house's own charging power the candidate is judged on what is
     left, and the charge is found whole. Controls: without those days, without the power
     known, or at another power, the candidate is dropped."""
-    day0 = (T0 // 86_400 + 1) * 86_400
-    charge_day = day0 + 3 * 86_400
+    charge_day = CHARGE_DAY
     ev = window((charge_day - T0) / 3600 + 15.0, (charge_day - T0) / 3600 + 18.5, 3600.0)
-    readings, energy = [], 1_000_000.0
-    for i in range(4 * 1440):
-        t = day0 + i * 60
-        p = BASE + 20 * math.sin(i) - _clear_day_sun(t) + ev(t)
-        readings.append((t, p, energy))
-        energy += max(p, 0.0) * 60 / 3600
+    readings = _solar_days(ev)
     config = DetectorConfig(hour_low_days=hour_low_days, warmup_s=5 * 86_400)
     det = MeterDetector("m1", config, warms_up=True)
     if charging_w is not None:
