@@ -95,6 +95,7 @@ class EdgeAgent:
         self._prefix = topic_prefix
         self._interval = measurement_interval_s
         self._config = detector_config or DetectorConfig()
+        self._version = self._config.version  # its tuned thresholds named once, not per message
         self._chunk = chunk_size
         self._on_commit = on_commit
         self.control = control
@@ -159,11 +160,8 @@ class EdgeAgent:
                 self._store.forget_retained(since)
                 self._forgot_on = day
             for tr in late:
-                out.append(
-                    self._outgoing(
-                        asset, EdgeKind.TRANSACTION, transaction_message(tr, self._config.version)
-                    )
-                )
+                message = transaction_message(tr, self._version)
+                out.append(self._outgoing(asset, EdgeKind.TRANSACTION, message))
                 if tr.state is TransactionState.ENDED:
                     self._metrics.second_look_sessions.inc()
                     log.info("%s second look: %s", asset, tr.transaction_id)
@@ -212,11 +210,8 @@ class EdgeAgent:
         if self._look_days:
             self._second_look(det, t, power, energy, out)
         for tr in det.update(t, power, energy):
-            out.append(
-                self._outgoing(
-                    asset, EdgeKind.TRANSACTION, transaction_message(tr, self._config.version)
-                )
-            )
+            message = transaction_message(tr, self._version)
+            out.append(self._outgoing(asset, EdgeKind.TRANSACTION, message))
             self._metrics.transactions.labels(tr.state.value).inc()
             log.info("%s %s %s", asset, tr.state.value, tr.transaction_id)
             if tr.state is TransactionState.ENDED:

@@ -173,7 +173,13 @@ def detect(
     loads are added (``_over_the_whole_file``).
     """
     config = config or DetectorConfig()
-    for meter in by_meter(readings).values():
+    by_meter: dict[str, _MeterReadings] = {}
+    for asset_id, t, power, energy in readings:
+        meter = by_meter.get(asset_id)
+        if meter is None:
+            meter = by_meter[asset_id] = _MeterReadings(asset_id)
+        meter.add(t, power, energy)
+    for meter in by_meter.values():
         days = meter.days()
         if days >= 1 and max(map(abs, meter.powers)) < PLAUSIBLE_HOUSE_W:
             log.warning(
@@ -210,17 +216,6 @@ def detect(
         if ev_power is not None:
             kept = _over_the_whole_file(meter, kept, ev_power, heat, config)
         yield from kept
-
-
-def by_meter(readings: Iterable[Reading]) -> dict[str, _MeterReadings]:
-    """A file's readings, meter by meter (each read in time order with ``in_time_order``)."""
-    meters: dict[str, _MeterReadings] = {}
-    for asset_id, t, power, energy in readings:
-        meter = meters.get(asset_id)
-        if meter is None:
-            meter = meters[asset_id] = _MeterReadings(asset_id)
-        meter.add(t, power, energy)
-    return meters
 
 
 class _MeterReadings:

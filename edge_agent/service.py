@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from edge_agent.actuators import Actuator, ChargerRating, NoCharger, SimulatedChargers
 from edge_agent.agent import EdgeAgent
 from edge_agent.control import CommandReceiver, PowerControl, Verdict, VerifyPolicy
-from edge_agent.detector import DETECTOR_VERSION, MeterDetector
+from edge_agent.detector import DETECTOR_VERSION, DetectorConfig, MeterDetector
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.ocpp_adapter import OcppCentralSystem
 from edge_agent.offline import InputError, read_file
@@ -73,16 +73,17 @@ def build_actuator(settings: EdgeSettings, rating: ChargerRating) -> Actuator:
     return NoCharger()
 
 
-def primed_from_history(settings: EdgeSettings) -> dict[str, MeterDetector]:
-    """Detectors that know their meters' houses from ``EDGE_HISTORY`` (none without it); a
-    history that cannot be read stops the agent before it connects, naming the file."""
-    if settings.history is None:
+def primed_from_history(settings: EdgeSettings, config: DetectorConfig) -> dict[str, MeterDetector]:
+    """Detectors (on ``config``) that know their meters' houses from ``EDGE_HISTORY`` (none
+    without it); a history that cannot be read stops the agent before it connects, naming the
+    file."""
+    history = settings.history
+    if history is None:
         return {}
     began = time.monotonic()
     tz = ZoneInfo(settings.timezone) if settings.timezone else None
     try:
-        history = settings.history
-        primed = primed_meters(lambda: read_file(history, tz), settings.detector_config())
+        primed = primed_meters(lambda: read_file(history, tz), config)
     except (InputError, OSError) as exc:
         raise SystemExit(f"EDGE_HISTORY {settings.history}: {exc}") from None
     log.info(
@@ -93,7 +94,8 @@ def primed_from_history(settings: EdgeSettings) -> dict[str, MeterDetector]:
 
 
 def run(settings: EdgeSettings) -> int:
-    primed = primed_from_history(settings)
+    detector_config = settings.detector_config()
+    primed = primed_from_history(settings, detector_config)
     registry = CollectorRegistry()
     metrics = EdgeMetrics(registry)
     store = AgentStore(settings.store_path, max_messages=settings.max_queue_messages)
@@ -149,7 +151,7 @@ def run(settings: EdgeSettings) -> int:
         on_commit=publisher.notify,
         control=control,
         charging_power_w=settings.charging_power_w,
-        detector_config=settings.detector_config(),
+        detector_config=detector_config,
         second_look_days=settings.second_look_days,
         second_look_hour_utc=settings.second_look_hour_utc,
         primed=primed,

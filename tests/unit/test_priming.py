@@ -23,6 +23,10 @@ from tests.unit.test_offline import ac_around_a_charge, minutes, write_csv
 DAY_MIN = 1440
 
 
+def from_history(settings: EdgeSettings) -> dict[str, MeterDetector]:
+    return primed_from_history(settings, settings.detector_config())
+
+
 def nightly_charge(m: int) -> float:
     """A 3.6 kW charge from 01:00 to 03:00 every night: the house's EV."""
     return 3600.0 if 60 <= m % DAY_MIN < 180 else 0.0
@@ -96,7 +100,7 @@ def test_every_meter_of_a_history_file_is_primed(tmp_path, layout):
     )
     path = tmp_path / "history.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    meters = primed_from_history(EdgeSettings(history=path))
+    meters = from_history(EdgeSettings(history=path))
     assert sorted(meters) == ["meter-a", "meter-b"]
     assert meters["meter-a"].house.charging_w == pytest.approx(3600, rel=0.03)
     assert meters["meter-b"].house.charging_w is None
@@ -113,7 +117,7 @@ def test_a_history_out_of_time_order_is_skipped_as_a_running_agent_skips_it(tmp_
     path = tmp_path / "history.jsonl"
     path.write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")
     with caplog.at_level("WARNING", logger="edge_agent.priming"):
-        meters = primed_from_history(EdgeSettings(history=path))
+        meters = from_history(EdgeSettings(history=path))
     assert f"history of meter-a: {len(lines) - 1} readings out of time order" in caplog.text
     assert meters["meter-a"].house.charging_w == pytest.approx(3600, rel=0.03)
     live_alone = MeterDetector("meter-a", warms_up=True)  # the control: the live replay only
@@ -127,10 +131,10 @@ def test_a_history_that_cannot_be_read_stops_the_agent_naming_it(tmp_path):
         tmp_path / "m.csv", minutes(2, nightly_charge), lambda t: t.strftime("%Y-%m-%d %H:%M")
     )
     with pytest.raises(SystemExit, match=r"EDGE_HISTORY .*m\.csv.*offset"):
-        primed_from_history(EdgeSettings(history=path))
+        from_history(EdgeSettings(history=path))
     with pytest.raises(SystemExit, match="EDGE_HISTORY"):
-        primed_from_history(EdgeSettings(history=tmp_path / "missing.csv"))
-    assert primed_from_history(EdgeSettings()) == {}
+        from_history(EdgeSettings(history=tmp_path / "missing.csv"))
+    assert from_history(EdgeSettings()) == {}
 
 
 def agent_ended(store_path: Path, rows, primed_meters: dict[str, MeterDetector]) -> list[dict]:
