@@ -114,7 +114,7 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.28"
+DETECTOR_VERSION = "floor-step/1.29"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 

@@ -1,6 +1,8 @@
 """Offline detection over a historical file (``python -m edge_agent detect``).
 
-Reads CSV ``timestamp,power_w,energy_wh`` or Pleevi measurement JSON Lines, runs the same
+Reads CSV ``timestamp,power_w,energy_wh`` or Pleevi measurement JSON Lines. Behind a net
+meter with rooftop PV it first adds back the panels' output estimated over the file
+(``rooftop_solar``), so the house's own load is judged as a house without panels. It runs the same
 detector the live agent runs over each meter's readings in time order (primed with the cycling
 loads of the file's first days, as a running agent would know them), and yields one
 Itron-named record per session, leaving out those at under half the house's typical charging
@@ -47,6 +49,7 @@ from edge_agent.held_layers import (
     rose_at,
 )
 from edge_agent.house import House, apart_in_the_day, charging_power
+from edge_agent.rooftop_solar import panel_output
 from schemas.pleevi import Measurement, TransactionState
 from schemas.timefmt import format_utc
 
@@ -180,6 +183,7 @@ def detect(
             meter = by_meter[asset_id] = _MeterReadings(asset_id)
         meter.add(t, power, energy)
     for meter in by_meter.values():
+        meter.add_back_the_panels(config)
         days = meter.days()
         if days >= 1 and max(map(abs, meter.powers)) < PLAUSIBLE_HOUSE_W:
             log.warning(
@@ -235,6 +239,24 @@ class _MeterReadings:
         """The readings' median interval (s), in time order."""
         times = np.sort(np.frombuffer(self.times, dtype=np.float64))
         return float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+
+    def add_back_the_panels(self, config: DetectorConfig) -> None:
+        """Behind a net meter with rooftop PV, the house's own load: the panels' estimated
+        output (``rooftop_solar``) added back. While they give, the register (what the house
+        drew from the grid) is left out: the EV's energy is its power over time there."""
+        times = np.frombuffer(self.times, dtype=np.float64)
+        powers = np.frombuffer(self.powers, dtype=np.float64)
+        output = panel_output(
+            times,
+            powers,
+            export_w=config.solar_export_w,
+            min_peak_w=config.min_ev_power_w / 2,
+        )
+        if output is None:
+            return
+        energies = np.frombuffer(self.energies, dtype=np.float64)
+        self.powers = array("d", (powers + output).tobytes())
+        self.energies = array("d", np.where(output > 0, np.nan, energies).tobytes())
 
     def add(self, t: float, power: float, energy: float | None) -> None:
         self.times.append(t)

@@ -1,0 +1,89 @@
+"""The panels' output behind a net meter, estimated from its lows (``rooftop_solar``), and
+the offline mode finding charges as in a house without panels once it is added back."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge_agent.offline import detect
+from edge_agent.rooftop_solar import panel_output
+
+DAY0 = 1_719_792_000.0  # 2024-07-01 00:00 UTC
+DAYS = 8
+
+
+def clear_sky(t: np.ndarray, noon_utc_h: float, peak_w: float = 4500.0) -> np.ndarray:
+    """A clear summer day's output, 13 h of sun around ``noon_utc_h``."""
+    hour = ((t - DAY0) / 3600.0 - noon_utc_h + 6.5) % 24.0
+    return peak_w * np.clip(np.sin(hour / 13.0 * math.pi), 0.0, None) ** 1.3 * (hour < 13.0)
+
+
+def ac(t: np.ndarray, noon_utc_h: float) -> np.ndarray:
+    """A 3.5 kW AC cycling (30 min on, 15 off, each day from another minute) from an hour
+    before solar noon to ten after, and on every other day running through the 2 h after
+    noon: the house's low at those hours shows on the other days only."""
+    day = (t - DAY0) // 86_400
+    since = ((t - DAY0) / 3600.0 - noon_utc_h + 1.0) % 24.0
+    cycling = (since < 11.0) & ((since * 60.0 + 11.0 * day) % 45.0 < 30.0)
+    through = (since >= 1.0) & (since < 3.0) & (day % 2 == 0)
+    return 3500.0 * (cycling | through)
+
+
+def house(noon_utc_h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A week of minute readings: time, the house's own load, the panels' output."""
+    t = DAY0 + 60.0 * np.arange(DAYS * 1440)
+    load = 400.0 + 20.0 * np.sin(np.arange(len(t))) + ac(t, noon_utc_h)
+    return t, load, clear_sky(t, noon_utc_h)
+
+
+@pytest.mark.parametrize("noon_utc_h", [13.0, 19.0])  # 19:00: an American house, over midnight UTC
+def test_the_panels_output_is_the_hump_under_the_houses_lows(noon_utc_h):
+    """Over a week of a net meter's readings the estimate follows the panels' output within
+    a few percent of their peak, though the AC runs through the same hours every afternoon,
+    and wherever the meter's time zone puts the sun in the UTC day."""
+    t, load, sun = house(noon_utc_h)
+    found = panel_output(t, load - sun, export_w=100.0, min_peak_w=600.0)
+    assert found is not None
+    assert np.max(np.abs(found - sun)) < 0.06 * 4500.0
+    assert np.max(np.abs(found[sun == 0])) < 150.0  # nothing added at night
+    # Empty readings (a gap's) are no lows, and an estimate is made at them too.
+    net = load - sun
+    net[::97] = np.nan
+    gappy = panel_output(t, net, export_w=100.0, min_peak_w=600.0)
+    assert gappy is not None and np.all(np.isfinite(gappy))
+    assert np.max(np.abs(gappy - sun)) < 0.06 * 4500.0
+
+
+def test_a_meter_that_never_exports_has_no_panels():
+    t, load, _ = house(13.0)
+    assert panel_output(t, load, export_w=100.0, min_peak_w=600.0) is None
+
+
+def test_with_panels_a_charge_under_the_acs_cycles_is_found_as_without():
+    """On the week's last day a 3.6 kW charge begins at 15:25 while the AC runs, and goes on
+    past sunset while the AC cycles on and off beside it. Under the net power, whose floor
+    fell from an export while the sun faded, the AC's first stop looked like the charge's.
+    With the panels' output added back the charge is followed as behind a meter without
+    panels. Control: the same house without panels."""
+    t, load, sun = house(13.0)
+    charging = (t >= DAY0 + (DAYS - 1) * 86_400 + 15.42 * 3600) & (
+        t < DAY0 + (DAYS - 1) * 86_400 + 19.0 * 3600
+    )
+    load = load + 3600.0 * charging
+
+    def sessions(power: np.ndarray) -> list[tuple[float, float, float]]:
+        energy = 1_000_000.0 + np.cumsum(np.clip(power, 0.0, None)) / 60.0  # imports only
+        readings = [
+            ("m", float(a), float(p), float(e)) for a, p, e in zip(t, power, energy, strict=True)
+        ]
+        return [(s.start_time, s.stop_time or 0.0, s.ev_energy_wh) for s in detect(readings)]
+
+    without = sessions(load)
+    assert len(without) == 1  # the control
+    [(start, stop, energy)] = sessions(load - sun)
+    assert start == pytest.approx(without[0][0], abs=120)
+    assert stop == pytest.approx(without[0][1], abs=120)
+    assert energy == pytest.approx(3600.0 * 3.58, rel=0.05)
