@@ -403,6 +403,10 @@ class MeterDetector:
     # A running agent meeting a meter for the first time (not the offline mode, which knows a
     # whole file's cycles): it warms up over ``warmup_s`` from its first reading.
     warms_up: bool = False
+    # A running agent estimates a net meter's rooftop PV output from its own last days' lows
+    # (``House.panels``) and adds it back to each reading; the offline mode has added it back
+    # over the whole file before.
+    adds_back_panels: bool = True
     # Candidate (PENDING) state
     cand_start: float = 0.0
     cand_first_excess: float = 0.0
@@ -524,6 +528,13 @@ class MeterDetector:
         return self.means.last_t
 
     def _reading(self, t: float, power_w: float, energy_wh: float | None) -> list[Transition]:
+        if self.adds_back_panels:
+            self.house.panels.saw(t, power_w)
+            gave = self.house.panels.at(t)
+            if gave > 0.0:
+                # The house's own load. The import register counts only what it drew beyond
+                # the panels: the EV's energy is its power over time while they give.
+                power_w, energy_wh = power_w + gave, None
         if power_w <= -self.config.solar_export_w:  # not a meter's offset of a few watts
             self.house.saw_export(t)
         if self.phase is Phase.IDLE:  # the house's own load, no charge in it

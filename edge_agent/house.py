@@ -12,6 +12,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.rooftop_solar import PanelLows
+
 if TYPE_CHECKING:
     from edge_agent.detector import DetectorConfig
 
@@ -93,6 +95,11 @@ class House:
     # For each hour of the day (UTC), when the AC's latest runs through the heat that covered
     # it ended (see ``MeterDetector._ran_through_the_heat``).
     heat_hours: list[list[float]] = field(default_factory=lambda: [[] for _ in range(24)])
+    # A running agent's estimate of its rooftop PV's output, from its last days' lows.
+    panels: PanelLows = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.panels = PanelLows(self.config.solar_export_w, self.config.min_ev_power_w / 2)
 
     # ------------------------------------------------------------------ its EV's charging power
     def at_charging_power(self, level: float, tolerance: float | None = None) -> bool:
@@ -253,6 +260,7 @@ class House:
             "recent_cycles": self.cycles,
             "session_powers": self.session_powers,
             "met_at": self.met_at,
+            "panels": self.panels.snapshot(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -266,4 +274,6 @@ class House:
         self.cycles = [list(c) for c in state["recent_cycles"]]
         self.session_powers = list(state.get("session_powers", []))
         self.met_at = state.get("met_at")
+        if "panels" in state:
+            self.panels.restore(state["panels"])
         self.judge_charging_power()

@@ -288,7 +288,13 @@ def _sessions(
 ) -> tuple[list[Transition], list[list[float]]]:
     """The ``Ended`` transitions of one meter's readings, from a primed detector, and the
     AC's heat hours it knew at the end (``House.heat_hours``)."""
-    det = MeterDetector(meter.asset_id, config, learns_house_power=False, follows_loads_under=True)
+    det = MeterDetector(
+        meter.asset_id,
+        config,
+        learns_house_power=False,
+        follows_loads_under=True,
+        adds_back_panels=False,  # added back over the whole file (``add_back_the_panels``)
+    )
     det.house.cycles = [list(c) for c in cycles]
     det.house.charging_w, det.house.timer_s = ev_power_w, timer_s
     if heat_hours is not None:
@@ -456,7 +462,7 @@ def _charging_timer(sessions: list[Transition], config: DetectorConfig) -> float
 def _cycles_early_in(meter: _MeterReadings, config: DetectorConfig) -> list[list[float]]:
     """Cycling loads seen in the first ``cycle_lookback_s`` of a meter's readings, dated at
     its first reading (so that they age out as a running agent's memory would)."""
-    primer = MeterDetector(meter.asset_id, config, learns_house_power=False)
+    primer = MeterDetector(meter.asset_id, config, learns_house_power=False, adds_back_panels=False)
     first: float | None = None
     for t, power, energy in meter.in_time_order():
         first = t if first is None else first

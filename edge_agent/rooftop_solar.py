@@ -17,11 +17,15 @@ the meter's time zone puts it in the UTC day.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 DAY_S = 86_400.0
 BIN_S = 900.0
 BINS = int(DAY_S // BIN_S)
+DAYS_KEPT = 11  # a running agent's: each night's estimate from the last eleven days' lows
 DAYS_AROUND = 5  # offline, each day's estimate from its lows and those of five days either side
 NIGHT_QUANTILE = 75.0  # of the quarter hours' lows: the panels give nothing there
 NIGHT_SPAN = int(8 * 3600 // BIN_S)  # the night's middle: the highest lows on average over 8 h
@@ -80,3 +84,64 @@ def panel_output(
     centres = (first + np.arange(len(lows))[:, None]) * DAY_S + (np.arange(BINS) + 0.5) * BIN_S
     estimate: np.ndarray = np.interp(times, centres.ravel(), output.ravel())
     return estimate
+
+
+class PanelLows:
+    """A running agent's estimate for one meter: the house's lows at each quarter hour of its
+    last ``DAYS_KEPT`` UTC days (today's so far among them), and the day's estimate made from
+    them at the middle of each night, where the panels give nothing and a new estimate starts
+    without a step. Until a night's middle has passed with half a day's lows known, and on a
+    meter whose lows never showed an export, it adds nothing."""
+
+    def __init__(self, export_w: float, min_peak_w: float) -> None:
+        self.export_w, self.min_peak_w = export_w, min_peak_w
+        self.days: list[list[float | None]] = []  # [UTC day, low per quarter hour (None: unread)]
+        self.output: list[float] | None = None  # the day's estimate per quarter hour (W)
+        self.renew_at: float | None = None
+
+    def saw(self, t: float, power_w: float) -> None:
+        day = float(t // DAY_S)
+        if not self.days or self.days[-1][0] != day:
+            self.days.append([day, *([None] * BINS)])
+            del self.days[:-DAYS_KEPT]
+        row, q = self.days[-1], 1 + int((t % DAY_S) // BIN_S)
+        low = row[q]
+        row[q] = power_w if low is None else min(low, power_w)
+        if self.renew_at is None:
+            self.renew_at = t + DAY_S  # a day's lows first
+        elif t >= self.renew_at:
+            self._renew(t)
+
+    def at(self, t: float) -> float:
+        """The panels' estimated output at ``t`` (W), between its quarter hours' values."""
+        output = self.output
+        if output is None:
+            return 0.0
+        x = (t % DAY_S) / BIN_S - 0.5
+        i = math.floor(x)
+        a, b = output[i % BINS], output[(i + 1) % BINS]
+        return a + (b - a) * (x - i)
+
+    def _renew(self, t: float) -> None:
+        rows = np.array([[math.inf if w is None else w for w in row[1:]] for row in self.days])
+        lows = rows.min(axis=0)
+        seen = np.isfinite(lows)
+        if seen.sum() < BINS // 2:
+            self.renew_at = t + 3600.0
+            return
+        night = (_middle_of_the_night(lows, seen) + 0.5) * BIN_S
+        if abs((t - night + DAY_S / 2) % DAY_S - DAY_S / 2) <= BIN_S:  # the night's middle
+            output = daily_output(lows, self.export_w)
+            exported = float(lows[seen].min()) <= -self.export_w
+            self.output = output.tolist() if exported and output.max() >= self.min_peak_w else None
+        renew = t // DAY_S * DAY_S + night
+        while renew <= t + BIN_S:
+            renew += DAY_S
+        self.renew_at = renew
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"days": self.days, "output": self.output, "renew_at": self.renew_at}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.days = [list(row) for row in state["days"]]
+        self.output, self.renew_at = state["output"], state["renew_at"]

@@ -615,7 +615,9 @@ def test_with_solar_a_charge_begun_under_export_ends_at_dusk_where_the_ev_stoppe
     its base, fades too: measured over the old base the excess stays above the stop threshold
     all evening, with no EV-sized fall to end on. The house's lowest load at each hour on its
     last days bounds the base from below, and the session ends where the EV stopped with its
-    own energy. Control: without those days (``hour_low_days`` 0) it runs on to the end."""
+    own energy. Control: without those days (``hour_low_days`` 0) it runs on to the end.
+    These are the rules while the agent has no estimate of the panels' output to add back (its
+    first days: ``adds_back_panels`` off here; with it, see ``test_rooftop_solar``)."""
     charge_day = CHARGE_DAY
 
     def ev(t: float) -> float:
@@ -625,7 +627,8 @@ def test_with_solar_a_charge_begun_under_export_ends_at_dusk_where_the_ev_stoppe
         return 7000.0 * max(0.2, min(1.0, 1 - (hour - 17.5) / 0.75))
 
     readings = _solar_days(ev)
-    det, out = run(readings, DetectorConfig(hour_low_days=hour_low_days))
+    config = DetectorConfig(hour_low_days=hour_low_days)
+    det, out = run(readings, detector=MeterDetector("m1", config, adds_back_panels=False))
     out += det.finish()
     assert sessions(out) == [S.STARTED, S.ENDED]
     ended = out[-1]
@@ -650,12 +653,13 @@ def test_with_solar_a_charge_held_through_the_sun_fading_is_found(hour_low_days,
     does. The house's lowest load at each hour on its last days rose as much: the sun's fade,
     not the load's. At the house's own charging power the candidate is judged on what is
     left, and the charge is found whole. Controls: without those days, without the power
-    known, or at another power, the candidate is dropped."""
+    known, or at another power, the candidate is dropped. (Without an estimate of the panels'
+    output to add back, as in the test above.)"""
     charge_day = CHARGE_DAY
     ev = window((charge_day - T0) / 3600 + 15.0, (charge_day - T0) / 3600 + 18.5, 3600.0)
     readings = _solar_days(ev)
     config = DetectorConfig(hour_low_days=hour_low_days, warmup_s=5 * 86_400)
-    det = MeterDetector("m1", config, warms_up=True)
+    det = MeterDetector("m1", config, warms_up=True, adds_back_panels=False)
     if charging_w is not None:
         det.house.know_charging_power(charging_w)
     det, out = run(readings, detector=det)

@@ -8,8 +8,10 @@ import math
 import numpy as np
 import pytest
 
+from edge_agent.detector import DetectorConfig, MeterDetector
 from edge_agent.offline import detect
 from edge_agent.rooftop_solar import panel_output
+from schemas.pleevi import TransactionState
 
 DAY0 = 1_719_792_000.0  # 2024-07-01 00:00 UTC
 DAYS = 8
@@ -87,3 +89,63 @@ def test_with_panels_a_charge_under_the_acs_cycles_is_found_as_without():
     assert start == pytest.approx(without[0][0], abs=120)
     assert stop == pytest.approx(without[0][1], abs=120)
     assert energy == pytest.approx(3600.0 * 3.58, rel=0.05)
+
+
+def live_sessions(
+    t: np.ndarray, power: np.ndarray, *, adds_back_panels: bool = True
+) -> list[tuple[float, float, float]]:
+    """The sessions a running agent's detector ends, reading by reading."""
+    det = MeterDetector("m", DetectorConfig(), adds_back_panels=adds_back_panels)
+    energy = 1_000_000.0 + np.cumsum(np.clip(power, 0.0, None)) / 60.0  # imports only
+    ended = [
+        tr
+        for a, p, e in zip(t, power, energy, strict=True)
+        for tr in det.update(float(a), float(p), float(e))
+        if tr.state is TransactionState.ENDED
+    ]
+    return [(s.start_time, s.stop_time or 0.0, s.ev_energy_wh) for s in ended + det.finish()]
+
+
+def test_a_running_agent_learns_the_panels_from_its_last_days_and_starts_at_night():
+    """Reading by reading, nothing is added until a day's lows are known and a night's middle
+    has come (a new estimate starts where the panels give nothing: no step); from then on the
+    estimate follows the panels, and it survives a restart from the detector's snapshot."""
+    t, load, sun = house(13.0)
+    net = load - sun
+    det = MeterDetector("m", DetectorConfig())
+    panels = det.house.panels
+    added, estimating = [], []
+    for k, (a, p) in enumerate(zip(t, net, strict=True)):
+        if k == 3 * 1440:  # a restart on the fourth day
+            state = det.snapshot()
+            det = MeterDetector.restore(state, DetectorConfig())
+            panels = det.house.panels
+        det.update(float(a), float(p), None)
+        added.append(panels.at(float(a)))
+        estimating.append(panels.output is not None)
+    added_w = np.array(added)
+    assert not any(estimating[:1440])  # the first day's lows first
+    began = estimating.index(True)
+    assert sun[began] == 0.0 and added_w[began] == 0.0  # at night
+    third = (t >= DAY0 + 2 * 86_400) & (t < DAY0 + 3 * 86_400)
+    assert np.max(np.abs(added_w[third] - sun[third])) < 0.1 * 4500.0  # two days' lows
+    later = t >= DAY0 + 3 * 86_400
+    assert np.max(np.abs(added_w[later] - sun[later])) < 0.06 * 4500.0
+    assert np.max(np.abs(np.diff(added_w))) < 200.0  # no step a minute
+
+
+def test_a_running_agent_with_panels_finds_a_charge_under_the_acs_cycles_as_without():
+    """The offline test's case (above), reading by reading: the agent adds back what it learnt
+    of the panels on the week's first days. Controls: the same house without panels; with
+    panels, not adding them back loses the charge."""
+    t, load, sun = house(13.0)
+    day = DAY0 + (DAYS - 1) * 86_400
+    load = load + 3600.0 * ((t >= day + 15.42 * 3600) & (t < day + 19.0 * 3600))
+    without = [s for s in live_sessions(t, load) if s[0] >= day]
+    assert len(without) == 1  # the control
+    [(start, stop, energy)] = [s for s in live_sessions(t, load - sun) if s[0] >= day]
+    assert start == pytest.approx(without[0][0], abs=120)
+    assert stop == pytest.approx(without[0][1], abs=120)
+    assert energy == pytest.approx(3600.0 * 3.58, rel=0.05)
+    lost = live_sessions(t, load - sun, adds_back_panels=False)
+    assert not [s for s in lost if abs(s[0] - start) < 1800 and abs(s[1] - stop) < 1800]
