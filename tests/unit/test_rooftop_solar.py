@@ -55,7 +55,8 @@ def test_the_panels_output_is_the_hump_under_the_houses_lows(noon_utc_h):
     net = load - sun
     net[::97] = np.nan
     gappy = panel_output(t, net, export_w=100.0, min_peak_w=600.0)
-    assert gappy is not None and np.all(np.isfinite(gappy))
+    assert gappy is not None
+    assert np.all(np.isfinite(gappy))
     assert np.max(np.abs(gappy - sun)) < 0.06 * 4500.0
 
 
@@ -126,7 +127,8 @@ def test_a_running_agent_learns_the_panels_from_its_last_days_and_starts_at_nigh
     added_w = np.array(added)
     assert not any(estimating[:1440])  # the first day's lows first
     began = estimating.index(True)
-    assert sun[began] == 0.0 and added_w[began] == 0.0  # at night
+    assert sun[began] == 0.0  # at night
+    assert added_w[began] == 0.0
     third = (t >= DAY0 + 2 * 86_400) & (t < DAY0 + 3 * 86_400)
     assert np.max(np.abs(added_w[third] - sun[third])) < 0.1 * 4500.0  # two days' lows
     later = t >= DAY0 + 3 * 86_400
