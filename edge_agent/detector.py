@@ -45,7 +45,12 @@ How it separates the EV from the house:
   confirmed level (``level_drift``), so appliances riding on top of the EV are not counted;
   once a load on top switches off for a while, the steady level left shows the EV's own
   power and becomes the cap.
-* With rooftop solar, the house's lowest net power at each hour of the day on its last
+* With rooftop solar, the panels' output estimated from the house's quarter-hour lows is added
+  back to each reading (``House.panels``, ``rooftop_solar``; the offline mode adds back its
+  whole file's estimate first), and the detector reads the house's own load. Until an
+  estimate is made (a running agent's first day and night), and where panels are too small
+  to estimate, the rules that follow hold.
+  The house's lowest net power at each hour of the day on its last
   ``hour_low_days`` days (read while no load is followed) is about the most the sun takes off
   its load at that hour. A session begun over an export keeps its base no lower than that
   (at dusk the export under it is gone, and the EV's stop shows), and a candidate at the

@@ -1,8 +1,9 @@
 """What a meter's detector has learnt of the house behind it.
 
 The loads it saw cycle (an AC's runs, a water heater's recoveries), the hours its AC runs
-through the heat, the hours it exports (rooftop solar), and its EV's own charging power and
-charging timer. Pure: no I/O, no clock; the detector feeds it and asks it.
+through the heat, the hours it exports and its panels' output (rooftop solar), and its EV's
+own charging power and charging timer. Pure: no I/O, no clock; the detector feeds it and asks
+it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ would, and every rule for such a house applies. Pure: arrays in, arrays out.
 The quarter hours are of the UTC day, not the local one: the sun keeps to UTC (daylight saving
 time moves the clock, not the sun). The hump is found from the middle of the night, wherever
 the meter's time zone puts it in the UTC day.
+
+Offline (``panel_output``) each day's estimate is made from the lows of the five days either
+side over the whole file; a running agent (``PanelLows``) makes it at the middle of each night
+from its last eleven days'.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ BIN_S = 900.0
 BINS = int(DAY_S // BIN_S)
 DAYS_KEPT = 11  # a running agent's: each night's estimate from the last eleven days' lows
 DAYS_AROUND = 5  # offline, each day's estimate from its lows and those of five days either side
-NIGHT_QUANTILE = 75.0  # of the quarter hours' lows: the panels give nothing there
-NIGHT_SPAN = int(8 * 3600 // BIN_S)  # the night's middle: the highest lows on average over 8 h
+PEAK_SPAN = int(2 * 3600 // BIN_S)  # the sun's peak: the lowest lows on average over 2 h
+NIGHT_HALF = int(3 * 3600 // BIN_S)  # the house's base: its lowest 3 h either side of midnight
 
 
 def quarter_hour(t: np.ndarray) -> np.ndarray:
@@ -42,22 +46,27 @@ def daily_output(lows: np.ndarray, export_w: float) -> np.ndarray:
     seen = np.isfinite(lows)
     if seen.sum() < BINS // 2:
         return np.zeros(BINS)
-    gave = np.where(seen, np.percentile(lows[seen], NIGHT_QUANTILE) - lows, 0.0)
+    night = middle_of_the_night(lows, seen)
+    # The house's base with no sun: its lowest low around the night's middle (not the
+    # day's highest lows: an evening's loads keep those of its own hours high).
+    around = (night + np.arange(-NIGHT_HALF, NIGHT_HALF + 1)) % BINS
+    level = float(lows[around][seen[around]].min()) if seen[around].any() else 0.0
+    gave = np.where(seen, level - lows, 0.0)
     gave = np.clip(gave - export_w, 0.0, None)  # a night's lows wander by a few watts
-    # One hump, rising to its peak and falling after it, found from the middle of the night.
-    night = _middle_of_the_night(lows, seen)
+    # One hump, rising to its peak and falling after it, from the middle of the night.
     day = np.roll(gave, -night)
     hump = np.minimum(np.maximum.accumulate(day), np.maximum.accumulate(day[::-1])[::-1])
     return np.roll(hump, night)
 
 
-def _middle_of_the_night(lows: np.ndarray, seen: np.ndarray) -> int:
-    """The quarter hour around which the lows are highest (over ``NIGHT_SPAN``, the day
-    wrapped round, unread ones left out)."""
-    ring = np.ones(NIGHT_SPAN)
+def middle_of_the_night(lows: np.ndarray, seen: np.ndarray) -> int:
+    """The quarter hour 12 h from the sun's peak: where the lows are lowest on average over
+    ``PEAK_SPAN`` (the day wrapped round, unread ones left out)."""
+    ring = np.ones(PEAK_SPAN)
     total = np.convolve(np.tile(np.where(seen, lows, 0.0), 3), ring, mode="same")[BINS : 2 * BINS]
     count = np.convolve(np.tile(seen.astype(float), 3), ring, mode="same")[BINS : 2 * BINS]
-    return int(np.argmax(np.where(count > 0, total / np.maximum(count, 1.0), -np.inf)))
+    peak = int(np.argmin(np.where(count > 0, total / np.maximum(count, 1.0), np.inf)))
+    return (peak + BINS // 2) % BINS
 
 
 def panel_output(
@@ -129,7 +138,7 @@ class PanelLows:
         if seen.sum() < BINS // 2:
             self.renew_at = t + 3600.0
             return
-        night = (_middle_of_the_night(lows, seen) + 0.5) * BIN_S
+        night = (middle_of_the_night(lows, seen) + 0.5) * BIN_S
         if abs((t - night + DAY_S / 2) % DAY_S - DAY_S / 2) <= BIN_S:  # the night's middle
             output = daily_output(lows, self.export_w)
             exported = float(lows[seen].min()) <= -self.export_w
