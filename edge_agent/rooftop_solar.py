@@ -4,10 +4,10 @@ Behind a net meter the panels' output is taken off the house's load: each aftern
 fade climbs under every load, and a passing cloud is a step. Seen over days, the house's lowest
 power at each quarter hour of the day is its base load less what the panels gave at that time
 on a clear day. So the panels' output at a time of day is how far that low sits under the
-night's lows, taken over the days around (the sun's path shifts over the year). A load on at
-that quarter hour on every one of those days (an AC through hot afternoons) would hide the
-panels there; the panels' output rises to one peak and falls, so it is taken as that single
-hump's envelope. Added back, the meter reads the house's own load, as a meter without panels
+house's base at night, taken over the days around (the sun's path shifts over the year). A
+load on at that quarter hour on every one of those days (an AC through hot afternoons) would
+hide the panels there; the panels' output rises to one peak and falls, so it is taken as that
+single hump's envelope. Added back, the meter reads the house's own load, as a meter without panels
 would, and every rule for such a house applies. Pure: arrays in, arrays out.
 
 The quarter hours are of the UTC day, not the local one: the sun keeps to UTC (daylight saving
@@ -32,7 +32,9 @@ BINS = int(DAY_S // BIN_S)
 DAYS_KEPT = 11  # a running agent's: each night's estimate from the last eleven days' lows
 DAYS_AROUND = 5  # offline, each day's estimate from its lows and those of five days either side
 PEAK_SPAN = int(2 * 3600 // BIN_S)  # the sun's peak: the lowest lows on average over 2 h
-NIGHT_HALF = int(3 * 3600 // BIN_S)  # the house's base: its lowest 3 h either side of midnight
+NIGHT_HALF = int(
+    3 * 3600 // BIN_S
+)  # the house's base: its lowest 3 h either side of the night's middle
 
 
 def quarter_hour(t: np.ndarray) -> np.ndarray:
@@ -78,19 +80,20 @@ def panel_output(
     read = np.isfinite(powers)  # an empty reading is no low
     if not np.any(powers[read] <= -export_w):
         return None
-    days = np.floor(times / DAY_S).astype(np.int64)
-    first = int(days.min())
-    lows = np.full((int(days.max()) - first + 1, BINS), np.inf)
-    np.minimum.at(lows, (days[read] - first, quarter_hour(times[read])), powers[read])
+    # Only the days read (a stray timestamp years away is one more row, not years of rows).
+    days, row = np.unique(np.floor(times / DAY_S).astype(np.int64), return_inverse=True)
+    lows = np.full((len(days), BINS), np.inf)
+    np.minimum.at(lows, (row[read], quarter_hour(times[read])), powers[read])
+    first, last = (
+        np.searchsorted(days, days - DAYS_AROUND),
+        np.searchsorted(days, days + DAYS_AROUND, "right"),
+    )
     output = np.array(
-        [
-            daily_output(lows[max(0, d - DAYS_AROUND) : d + DAYS_AROUND + 1].min(axis=0), export_w)
-            for d in range(len(lows))
-        ]
+        [daily_output(lows[a:b].min(axis=0), export_w) for a, b in zip(first, last, strict=True)]
     )
     if float(output.max()) < min_peak_w:
         return None
-    centres = (first + np.arange(len(lows))[:, None]) * DAY_S + (np.arange(BINS) + 0.5) * BIN_S
+    centres = days[:, None] * DAY_S + (np.arange(BINS) + 0.5) * BIN_S
     estimate: np.ndarray = np.interp(times, centres.ravel(), output.ravel())
     return estimate
 
@@ -111,8 +114,9 @@ class PanelLows:
     def saw(self, t: float, power_w: float) -> None:
         day = float(t // DAY_S)
         if not self.days or self.days[-1][0] != day:
+            # Only the last days' (after a long outage, none of before it: another season's).
+            self.days = [r for r in self.days if day - (r[0] or 0.0) < DAYS_KEPT]
             self.days.append([day, *([None] * BINS)])
-            del self.days[:-DAYS_KEPT]
         row, q = self.days[-1], 1 + int((t % DAY_S) // BIN_S)
         low = row[q]
         row[q] = power_w if low is None else min(low, power_w)

@@ -60,6 +60,15 @@ def test_the_panels_output_is_the_hump_under_the_houses_lows(noon_utc_h):
     assert np.max(np.abs(gappy - sun)) < 0.06 * 4500.0
 
 
+def test_a_stray_timestamp_years_away_is_one_more_day_not_years_of_them():
+    t, load, sun = house(13.0)
+    stray_t = np.concatenate([[DAY0 - 20 * 365 * 86_400.0], t])
+    stray_p = np.concatenate([[400.0], load - sun])
+    found = panel_output(stray_t, stray_p, export_w=100.0, min_peak_w=600.0)
+    assert found is not None
+    assert np.max(np.abs(found[1:] - sun)) < 0.06 * 4500.0
+
+
 def test_a_meter_that_never_exports_has_no_panels():
     t, load, _ = house(13.0)
     assert panel_output(t, load, export_w=100.0, min_peak_w=600.0) is None
