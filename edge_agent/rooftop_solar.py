@@ -107,8 +107,8 @@ class PanelLows:
 
     def __init__(self, export_w: float, min_peak_w: float) -> None:
         self.export_w, self.min_peak_w = export_w, min_peak_w
-        self.days: list[list[float | None]] = []  # [UTC day, low per quarter hour (None: unread)]
-        self.output: list[float] | None = None  # the day's estimate per quarter hour (W)
+        self.days: list[list[float | None]] = []  # [UTC day, W low per quarter hour (None: unread)]
+        self.output: list[int] | None = None  # the day's estimate per quarter hour (W)
         self.renew_at: float | None = None
 
     def saw(self, t: float, power_w: float) -> None:
@@ -118,8 +118,8 @@ class PanelLows:
             self.days = [r for r in self.days if day - (r[0] or 0.0) < DAYS_KEPT]
             self.days.append([day, *([None] * BINS)])
         row, q = self.days[-1], 1 + int((t % DAY_S) // BIN_S)
-        low = row[q]
-        row[q] = power_w if low is None else min(low, power_w)
+        low, watts = row[q], round(power_w)  # whole watts, as saved (``snapshot``)
+        row[q] = watts if low is None else min(low, watts)
         if self.renew_at is None:
             self.renew_at = t + DAY_S  # a day's lows first
         elif t >= self.renew_at:
@@ -146,13 +146,16 @@ class PanelLows:
         if abs((t - night + DAY_S / 2) % DAY_S - DAY_S / 2) <= BIN_S:  # the night's middle
             output = daily_output(lows, self.export_w)
             exported = float(lows[seen].min()) <= -self.export_w
-            self.output = output.tolist() if exported and output.max() >= self.min_peak_w else None
+            panels = exported and output.max() >= self.min_peak_w
+            self.output = [round(w) for w in output.tolist()] if panels else None
         renew = t // DAY_S * DAY_S + night
         while renew <= t + BIN_S:
             renew += DAY_S
         self.renew_at = renew
 
     def snapshot(self) -> dict[str, Any]:
+        # Lows and output are kept in whole watts: the detector's snapshot is saved on every
+        # commit (a gateway's storage is flash), and a restored one must decide as it would have.
         return {"days": self.days, "output": self.output, "renew_at": self.renew_at}
 
     def restore(self, state: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ the offline mode finding charges as in a house without panels once it is added b
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -123,16 +124,20 @@ def test_a_running_agent_learns_the_panels_from_its_last_days_and_starts_at_nigh
     t, load, sun = house(13.0)
     net = load - sun
     det = MeterDetector("m", DetectorConfig())
+    never_stopped = MeterDetector("m", DetectorConfig())
     panels = det.house.panels
-    added, estimating = [], []
+    added, estimating, unbroken = [], [], []
     for k, (a, p) in enumerate(zip(t, net, strict=True)):
         if k == 3 * 1440:  # a restart on the fourth day
-            state = det.snapshot()
+            state = json.loads(json.dumps(det.snapshot()))
             det = MeterDetector.restore(state, DetectorConfig())
             panels = det.house.panels
         det.update(float(a), float(p), None)
+        never_stopped.update(float(a), float(p), None)
         added.append(panels.at(float(a)))
+        unbroken.append(never_stopped.house.panels.at(float(a)))
         estimating.append(panels.output is not None)
+    assert added == unbroken  # restored, it adds back what it would have
     added_w = np.array(added)
     assert not any(estimating[:1440])  # the first day's lows first
     began = estimating.index(True)
