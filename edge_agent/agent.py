@@ -121,7 +121,7 @@ class EdgeAgent:
         self._retained: list[RetainedReading] = []  # kept, not yet committed
         self.last_reading_at: float | None = None
         self._uncommitted_verdicts: list[str] = []  # action ids (reading thread only)
-        self._refresh_open_sessions()
+        self._refresh_gauges()
 
     def _knowing(self, det: MeterDetector) -> MeterDetector:
         """``det``, told its meter's EV's charging power if the settings give it (not part of
@@ -167,9 +167,13 @@ class EdgeAgent:
                     log.info("%s second look: %s", asset, tr.transaction_id)
         self._retained.extend((asset, *r) for r in look.keep(t, power, energy))
 
-    def _refresh_open_sessions(self) -> None:
+    def _refresh_gauges(self) -> None:
+        detectors = self.detectors.values()
         self._metrics.open_sessions.set(
-            sum(d.phase in (Phase.CHARGING, Phase.PAUSED) for d in self.detectors.values())
+            sum(d.phase in (Phase.CHARGING, Phase.PAUSED) for d in detectors)
+        )
+        self._metrics.meters_with_panels.set(
+            sum(d.house.panels.output is not None for d in detectors)
         )
 
     def open_session(self, asset: str) -> str | None:
@@ -290,6 +294,6 @@ class EdgeAgent:
             self.control.acknowledge(self._uncommitted_verdicts)
             self._uncommitted_verdicts = []
         self._metrics.queue_dropped.inc(self._store.dropped_measurements - before)
-        self._refresh_open_sessions()
+        self._refresh_gauges()
         if self._on_commit is not None:
             self._on_commit()

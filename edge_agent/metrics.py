@@ -40,6 +40,12 @@ class EdgeMetrics:
         self.open_sessions = Gauge(
             "ev_edge_open_sessions", "Sessions currently charging or paused.", registry=registry
         )
+        self.meters_with_panels = Gauge(
+            "ev_edge_meters_with_panels",
+            "Meters whose rooftop PV output the detector estimated from their lows and adds "
+            "back to their readings (net meters that export).",
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "ev_edge_queue_messages", "Messages in the durable queue.", registry=registry
         )

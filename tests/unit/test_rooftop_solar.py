@@ -8,10 +8,14 @@ import math
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
+from edge_agent.agent import EdgeAgent
 from edge_agent.detector import DetectorConfig, MeterDetector
+from edge_agent.metrics import EdgeMetrics
 from edge_agent.offline import detect
 from edge_agent.rooftop_solar import panel_output
+from edge_agent.store import AgentStore
 from schemas.pleevi import TransactionState
 
 DAY0 = 1_719_792_000.0  # 2024-07-01 00:00 UTC
@@ -165,3 +169,25 @@ def test_a_running_agent_with_panels_finds_a_charge_under_the_acs_cycles_as_with
     assert energy == pytest.approx(3600.0 * 3.58, rel=0.05)
     lost = live_sessions(t, load - sun, adds_back_panels=False)
     assert not [s for s in lost if abs(s[0] - start) < 1800 and abs(s[1] - stop) < 1800]
+
+
+def test_an_operator_sees_how_many_meters_have_their_panels_added_back(tmp_path):
+    """``ev_edge_meters_with_panels``: a net meter that exports counts once its estimate is
+    made (after its first night); one without panels never does."""
+    t, load, sun = house(13.0)
+    three_days = t < DAY0 + 3 * 86_400
+    store, registry = AgentStore(tmp_path / "agent.sqlite3"), CollectorRegistry()
+    try:
+        agent = EdgeAgent(site_id="s", store=store, metrics=EdgeMetrics(registry))
+        gauge = []
+        for day in range(3):
+            part = three_days & ((t - DAY0) // 86_400 == day)
+            agent.process(
+                (meter, float(a), float(p), None)
+                for a, own, gave in zip(t[part], load[part], sun[part], strict=True)
+                for meter, p in (("sun", own - gave), ("plain", own))
+            )
+            gauge.append(registry.get_sample_value("ev_edge_meters_with_panels"))
+    finally:
+        store.close()
+    assert gauge == [0.0, 1.0, 1.0]
