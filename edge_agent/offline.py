@@ -254,6 +254,11 @@ class _MeterReadings:
         )
         if output is None:
             return
+        log.info(
+            "%s: rooftop PV behind the meter; its estimated output (peak %.0f W) is added back",
+            self.asset_id,
+            float(output.max()),
+        )
         energies = np.frombuffer(self.energies, dtype=np.float64)
         self.powers = array("d", (powers + output).tobytes())
         self.energies = array("d", np.where(output > 0, np.nan, energies).tobytes())

@@ -4,6 +4,7 @@ the offline mode finding charges as in a house without panels once it is added b
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_a_meter_that_never_exports_has_no_panels():
     assert panel_output(t, load, export_w=100.0, min_peak_w=600.0) is None
 
 
-def test_with_panels_a_charge_under_the_acs_cycles_is_found_as_without():
+def test_with_panels_a_charge_under_the_acs_cycles_is_found_as_without(caplog):
     """On the week's last day a 3.6 kW charge begins at 15:25 while the AC runs, and goes on
     past sunset while the AC cycles on and off beside it. Under the net power, whose floor
     fell from an export while the sun faded, the AC's first stop looked like the charge's.
@@ -100,7 +101,9 @@ def test_with_panels_a_charge_under_the_acs_cycles_is_found_as_without():
 
     without = sessions(load)
     assert len(without) == 1  # the control
-    [(start, stop, energy)] = sessions(load - sun)
+    with caplog.at_level(logging.INFO, logger="edge_agent.offline"):
+        [(start, stop, energy)] = sessions(load - sun)
+    assert "m: rooftop PV behind the meter" in caplog.text  # said, for whoever reads the log
     assert start == pytest.approx(without[0][0], abs=120)
     assert stop == pytest.approx(without[0][1], abs=120)
     assert energy == pytest.approx(3600.0 * 3.58, rel=0.05)
