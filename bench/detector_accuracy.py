@@ -76,11 +76,12 @@ def detected_intervals(
         for t, p, e in zip(trace.times, trace.power_w, trace.energy_wh, strict=True)
     ]  # a trace without an energy register (NaN) gives the detector none
     if live:
-        det = MeterDetector(trace.asset_id, config, warms_up=True)  # as the agent meets a meter
         if primed_until is not None:
             history = [(t, p, e) for _, t, p, e in readings if t < primed_until]
             det = primed(trace.asset_id, history, config)
             readings = [r for r in readings if r[1] >= primed_until]
+        else:
+            det = MeterDetector(trace.asset_id, config, warms_up=True)  # as the agent meets one
         if charging_power_w is not None:
             det.house.know_charging_power(charging_power_w)  # as EDGE_CHARGING_POWER_W tells it
         looks = SecondLook(trace.asset_id) if second_look else None

@@ -22,7 +22,7 @@ from its last eleven days'.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -115,7 +115,7 @@ class PanelLows:
         day = float(t // DAY_S)
         if not self.days or self.days[-1][0] != day:
             # Only the last days' (after a long outage, none of before it: another season's).
-            self.days = [r for r in self.days if day - (r[0] or 0.0) < DAYS_KEPT]
+            self.days = [r for r in self.days if day - cast(float, r[0]) < DAYS_KEPT]
             self.days.append([day, *([None] * BINS)])
         row, q = self.days[-1], 1 + int((t % DAY_S) // BIN_S)
         low, watts = row[q], round(power_w)  # whole watts, as saved (``snapshot``)

@@ -47,6 +47,12 @@ def house(noon_utc_h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t, load, clear_sky(t, noon_utc_h)
 
 
+def import_register(power: np.ndarray) -> np.ndarray:
+    """A net meter's import register (Wh) over minute readings: it counts imports only."""
+    register: np.ndarray = 1_000_000.0 + np.cumsum(np.clip(power, 0.0, None)) / 60.0
+    return register
+
+
 @pytest.mark.parametrize("noon_utc_h", [13.0, 19.0])  # 19:00: an American house, over midnight UTC
 def test_the_panels_output_is_the_hump_under_the_houses_lows(noon_utc_h):
     """Over a week of a net meter's readings the estimate follows the panels' output within
@@ -93,7 +99,7 @@ def test_with_panels_a_charge_under_the_acs_cycles_is_found_as_without(caplog):
     load = load + 3600.0 * charging
 
     def sessions(power: np.ndarray) -> list[tuple[float, float, float]]:
-        energy = 1_000_000.0 + np.cumsum(np.clip(power, 0.0, None)) / 60.0  # imports only
+        energy = import_register(power)
         readings = [
             ("m", float(a), float(p), float(e)) for a, p, e in zip(t, power, energy, strict=True)
         ]
@@ -114,7 +120,7 @@ def live_sessions(
 ) -> list[tuple[float, float, float]]:
     """The sessions a running agent's detector ends, reading by reading."""
     det = MeterDetector("m", DetectorConfig(), adds_back_panels=adds_back_panels)
-    energy = 1_000_000.0 + np.cumsum(np.clip(power, 0.0, None)) / 60.0  # imports only
+    energy = import_register(power)
     ended = [
         tr
         for a, p, e in zip(t, power, energy, strict=True)
