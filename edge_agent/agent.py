@@ -23,7 +23,7 @@ from edge_agent.control import PowerControl, Verdict
 from edge_agent.detector import DETECTOR_VERSION, DetectorConfig, MeterDetector, Phase, Transition
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.offline import Reading
-from edge_agent.second_look import DAY_S, SecondLook
+from edge_agent.second_look import SecondLook
 from edge_agent.store import (
     COMMAND_RESULT,
     MEASUREMENT,
@@ -32,6 +32,7 @@ from edge_agent.store import (
     Outgoing,
     RetainedReading,
 )
+from edge_agent.time_of_day import DAY_S
 from schemas.pleevi import Measurement, Transaction, TransactionState
 from schemas.topics import EdgeKind, edge_topic
 

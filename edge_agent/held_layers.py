@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.house import apart_in_the_day
+from edge_agent.time_of_day import apart_in_the_day
 
 # The house under its floor plus this share of the EV's power: the EV is gone (or tapered off).
 HOLD_FRACTION = 0.75

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.rooftop_solar import PanelLows
+from edge_agent.time_of_day import apart_in_the_day, hours_about
 
 if TYPE_CHECKING:
     from edge_agent.detector import DetectorConfig
@@ -60,18 +61,6 @@ def charging_power(
     ]
     shared = max(large, key=len) if large else most
     return statistics.median(q for q, _, _ in shared)
-
-
-def apart_in_the_day(a: float, b: float) -> float:
-    """Seconds between two times of day (or instants' times of day), across midnight."""
-    off = abs(a - b) % 86_400.0
-    return min(off, 86_400.0 - off)
-
-
-def hours_about(t: float, margin: int) -> list[int]:
-    """The hours of the day (UTC, 0-23) within ``margin`` hours of ``t``'s."""
-    hour = int(t // 3600)
-    return [(hour + k) % 24 for k in range(-margin, margin + 1)]
 
 
 @dataclass

@@ -48,8 +48,9 @@ from edge_agent.held_layers import (
     rises_of_size,
     rose_at,
 )
-from edge_agent.house import House, apart_in_the_day, charging_power
+from edge_agent.house import House, charging_power
 from edge_agent.rooftop_solar import panel_output
+from edge_agent.time_of_day import apart_in_the_day
 from schemas.pleevi import Measurement, TransactionState
 from schemas.timefmt import format_utc
 

@@ -26,7 +26,8 @@ from typing import Any, cast
 
 import numpy as np
 
-DAY_S = 86_400.0
+from edge_agent.time_of_day import DAY_S, apart_in_the_day
+
 BIN_S = 900.0
 BINS = int(DAY_S // BIN_S)
 DAYS_KEPT = 11  # a running agent's: each night's estimate from the last eleven days' lows
@@ -143,7 +144,7 @@ class PanelLows:
             self.renew_at = t + 3600.0
             return
         night = (middle_of_the_night(lows, seen) + 0.5) * BIN_S
-        if abs((t - night + DAY_S / 2) % DAY_S - DAY_S / 2) <= BIN_S:  # the night's middle
+        if apart_in_the_day(t, night) <= BIN_S:  # the night's middle
             output = daily_output(lows, self.export_w)
             exported = float(lows[seen].min()) <= -self.export_w
             panels = exported and output.max() >= self.min_peak_w

@@ -27,12 +27,12 @@ from edge_agent.house import House
 from edge_agent.interval_mean import IntervalMean
 from edge_agent.interval_mean import Reading as KeptReading
 from edge_agent.offline import detect
+from edge_agent.time_of_day import DAY_S
 from schemas.pleevi import TransactionState
 
 Span = tuple[float, float]
 """(start, stop) epoch seconds of a session already published (stop may be infinite)."""
 
-DAY_S = 86_400.0
 # The readings kept are minute means: what the offline mode is tuned on, and a day's 1,440 rows
 # per meter however fast the gateway reads it.
 KEPT_INTERVAL_S = 60.0

@@ -17,9 +17,10 @@ from edge_agent.detector import DetectorConfig, MeterDetector
 from edge_agent.house import House
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.offline import detect
-from edge_agent.second_look import DAY_S, SecondLook, late_sessions
+from edge_agent.second_look import SecondLook, late_sessions
 from edge_agent.simulator import HouseholdSpec, Trace, simulate_household
 from edge_agent.store import TRANSACTION, AgentStore
+from edge_agent.time_of_day import DAY_S
 from schemas.pleevi import TransactionState as S
 
 
