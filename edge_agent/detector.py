@@ -119,7 +119,7 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.29"
+DETECTOR_VERSION = "floor-step/1.30"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -223,6 +223,10 @@ class DetectorConfig:
     # any session the detector found.
     lost_min_s: float = 90 * 60.0
     lost_apart_s: float = 30 * 60.0
+    # ... or one the house's AC (its commonest cycler, of this many runs) cycled on top of,
+    # where its EV charges at this power or more (Level 2).
+    cycler_min_runs: int = 10
+    cycled_on_min_w: float = 2500.0
 
     @classmethod
     def tuned(cls, overrides: Mapping[str, float]) -> DetectorConfig:

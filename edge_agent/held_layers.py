@@ -7,7 +7,9 @@ ends, never falls back to within three quarters of that power of its floor befor
 (the AC's off times dip to the house plus the EV, not to the house). An AC's run makes a
 layer of its size too, so a layer counts only where it lasts ``outlast_factor`` times as
 long as any other layer that began at about its time of day (``outlast_margin_s``) on the
-file's other days, and not in the hours the AC ran through the heat. A session the detector
+file's other days, and not in the hours the AC ran through the heat; or where the AC (the
+house's commonest cycler, not of the EV's size) ran on top of it and stepped off while it
+held, twice or more: an AC does not cycle on top of itself. A session the detector
 found late (once the AC's run it rose in stepped off, or after a pause) lies in its charge's
 layer, which began earlier: the charge began there. Pure: arrays in, layers out.
 """
@@ -40,6 +42,8 @@ class Layer:
     stop: float
     ev_energy_wh: float
     floor_w: float  # the house's floor before the rise
+    # How many times the house's cycler (its AC) ran on top of it (``runs_on_top``).
+    cycled_on_top: int = 0
 
     @property
     def lasted(self) -> float:
@@ -56,13 +60,14 @@ def held_layers(
     max_gap_s: float,
     max_s: float,
     export_w: float,
+    cycler: Cycler | None = None,
 ) -> list[Layer]:
     """Every layer of ``level``'s size (from each of its ``rises``, of ``rises_of_size``, the
     floor before it the lowest reading over ``floor_s``), each held until the house's power
     falls under that floor plus ``HOLD_FRACTION`` of ``level``, or a gap in the readings over
     ``max_gap_s``, for ``max_s`` at most. None rises from an export (a floor ``export_w`` or
     more under zero: rooftop solar): the sun fading holds the power above it as well as a
-    charge would."""
+    charge would. Given the house's ``cycler``, each layer counts its runs on top."""
     n = len(times)
     if n < 3:
         return []
@@ -89,9 +94,39 @@ def held_layers(
         # Ended by a gap, the layer was last seen a reading before it.
         stop = float(times[end] if after_no_gap[end] else times[end - 1] + interval)
         ev = energy_over(times, powers, floor, level, start=float(times[i]), stop=stop)
-        layers.append(Layer(float(times[i]), stop, ev, floor))
+        on_top = 0
+        if cycler is not None:
+            on_top = runs_on_top(times[i:end], powers[i:end] - floor - level, cycler)
+        layers.append(Layer(float(times[i]), stop, ev, floor, on_top))
         held_to = end
     return layers
+
+
+@dataclass(frozen=True, slots=True)
+class Cycler:
+    """The load a house cycles most (its AC): its size, and what counts as one of its runs."""
+
+    size_w: float
+    tolerance: float  # a run's size within this share of ``size_w``
+    min_s: float  # ... that ran this long
+
+
+def runs_on_top(times: np.ndarray, over: np.ndarray, cycler: Cycler) -> int:
+    """How many times ``cycler`` rose on top of a layer (``over``: the power over the layer's
+    top, reading by reading), ran ``cycler.min_s`` or more and fell off it while it held."""
+    on = np.concatenate([[False], over >= cycler.size_w / 2, [False]])
+    edges = np.flatnonzero(np.diff(on.astype(np.int8)))
+    count = 0
+    for first, last in zip(edges[::2], edges[1::2], strict=True):
+        if last >= len(over):
+            break  # still on when the layer ended: not seen to fall off it
+        size = float(np.median(over[first:last]))
+        if (
+            times[last] - times[first] >= cycler.min_s
+            and abs(size - cycler.size_w) <= cycler.tolerance * cycler.size_w
+        ):
+            count += 1
+    return count
 
 
 def rises_of_size(powers: np.ndarray, level: float, tolerance: float) -> np.ndarray:
@@ -145,9 +180,12 @@ def lost_charges(
     outlast_factor: float,
     outlast_margin_s: float,
     in_the_heat_hours: Callable[[float], bool],
+    cycled_on_min: int,
 ) -> list[Layer]:
     """The layers that are charges the detector did not find: ``apart_s`` from any session it
-    found, at least ``min_s`` long and outlasting their time of day's other layers."""
+    found, at least ``min_s`` long and outlasting their time of day's other layers, or with
+    the house's cycler run on top of them ``cycled_on_min`` times (an AC does not cycle on
+    top of itself: the layer is not its run through the heat, whatever the hour)."""
     free = [
         layer
         for layer in layers
@@ -155,6 +193,9 @@ def lost_charges(
     ]
     lost = []
     for layer in free:
+        if layer.cycled_on_top >= cycled_on_min:
+            lost.append(layer)
+            continue
         if layer.lasted < min_s or in_the_heat_hours(layer.start):
             continue
         others = [

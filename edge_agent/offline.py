@@ -41,6 +41,7 @@ from edge_agent.detector import (
 )
 from edge_agent.held_layers import (
     READINGS_APART_S,
+    Cycler,
     energy_over,
     held_layers,
     layer_begun_before,
@@ -193,7 +194,7 @@ def detect(
                 meter.asset_id, PLAUSIBLE_HOUSE_W, len(meter.powers), days,
             )  # fmt: skip
         cycles = _cycles_early_in(meter, config)
-        first, heat = _sessions(meter, config, cycles)
+        first, heat, _ = _sessions(meter, config, cycles)
         kept = _of_the_households_ev(first, config, days)
         ev_power = charging_power_w
         timer: float | None = None
@@ -214,12 +215,14 @@ def detect(
         if ev_power is not None or any(heat):
             # Second pass, knowing from the first (the whole file) the house's own charging
             # power and the hours its AC runs through the heat.
-            second, heat = _sessions(
+            second, heat, late = _sessions(
                 meter, config, cycles, ev_power_w=ev_power, timer_s=timer, heat_hours=heat
             )
             kept = _of_the_households_ev(second, config, days)
+            cycles = cycles + late
         if ev_power is not None:
-            kept = _over_the_whole_file(meter, kept, ev_power, heat, config)
+            cycler = _the_houses_cycler(cycles, ev_power, config)
+            kept = _over_the_whole_file(meter, kept, ev_power, heat, config, cycler=cycler)
         yield from kept
 
 
@@ -291,9 +294,9 @@ def _sessions(
     ev_power_w: float | None = None,
     timer_s: float | None = None,
     heat_hours: list[list[float]] | None = None,
-) -> tuple[list[Transition], list[list[float]]]:
+) -> tuple[list[Transition], list[list[float]], list[list[float]]]:
     """The ``Ended`` transitions of one meter's readings, from a primed detector, and the
-    AC's heat hours it knew at the end (``House.heat_hours``)."""
+    AC's heat hours and the cycles it knew at the end (``House.heat_hours``, ``cycles``)."""
     det = MeterDetector(
         meter.asset_id,
         config,
@@ -311,7 +314,7 @@ def _sessions(
         for tr in det.update(t, power, energy)
         if tr.state is TransactionState.ENDED
     ]
-    return ended + det.finish(), det.house.heat_hours
+    return ended + det.finish(), det.house.heat_hours, det.house.cycles
 
 
 def _of_the_households_ev(
@@ -333,9 +336,12 @@ def _over_the_whole_file(
     ev_power: float,
     heat_hours: list[list[float]],
     config: DetectorConfig,
+    *,
+    cycler: Cycler | None,
 ) -> list[Transition]:
     """The sessions found, each begun where its charge's layer rose if it was found late, and
-    the charges the detector lost under other loads (``held_layers``), in time order."""
+    the charges the detector lost under other loads (``held_layers``; with the house's
+    ``cycler``, those it ran on top of too), in time order."""
     order = np.fromiter(meter.order or range(len(meter.times)), dtype=np.int64)
     order = order[~np.isnan(np.frombuffer(meter.powers, dtype=np.float64)[order])]  # gaps
     times = np.frombuffer(meter.times, dtype=np.float64)[order]
@@ -351,6 +357,7 @@ def _over_the_whole_file(
         max_gap_s=config.max_gap_s,
         max_s=config.max_session_s,
         export_w=config.solar_export_w,
+        cycler=cycler,
     )
 
     def begun_at_its_layer(tr: Transition) -> Transition:
@@ -380,6 +387,7 @@ def _over_the_whole_file(
         outlast_factor=config.outlast_factor,
         outlast_margin_s=config.outlast_margin_s,
         in_the_heat_hours=House(config, heat_hours=heat_hours).in_the_heat_hours,
+        cycled_on_min=config.stack_min_count,
     )
     lost_sessions = [
         Transition(
@@ -401,6 +409,25 @@ def _over_the_whole_file(
         for layer in lost
     ]
     return sorted(found + lost_sessions, key=lambda tr: tr.start_time)
+
+
+def _the_houses_cycler(
+    cycles: list[list[float]], ev_power: float, config: DetectorConfig
+) -> Cycler | None:
+    """The load the house cycled most in ``cycles`` (its first and last days' cycles), if it
+    ran ``cycler_min_runs`` times, and its charges are a Level 2 charger's
+    (``cycled_on_min_w``) of another size: where its AC is the EV's size, or the EV is a Level
+    1's (the size of a pool pump or a dehumidifier, which run for hours under the AC's
+    cycles), a run on top does not tell which load the layer is."""
+    levels = [c[1] for c in cycles]
+    if len(levels) < config.cycler_min_runs or ev_power < config.cycled_on_min_w:
+        return None
+    size = charging_power(levels)  # the power most of them share
+    tolerance = config.same_size_tolerance
+    runs = sum(abs(level - size) <= tolerance * size for level in levels)
+    if runs < config.cycler_min_runs or abs(ev_power - size) <= tolerance * ev_power:
+        return None
+    return Cycler(size, tolerance, config.stack_min_s)
 
 
 def _counted_between(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edge_agent.held_layers import (
+    Cycler,
     Layer,
     held_layers,
     layer_begun_before,
@@ -23,6 +24,7 @@ def layers_of(
     times: np.ndarray | None = None,
     max_gap_s: float = 20 * 60.0,
     level: float = 3_600.0,
+    cycler: Cycler | None = None,
 ) -> list[Layer]:
     """The layers of a 3.6 kW EV's size (within 15%), readings a minute apart unless ``times``."""
     watts = np.asarray(powers, dtype=np.float64)
@@ -38,13 +40,16 @@ def layers_of(
         max_gap_s=max_gap_s,
         max_s=36 * HOUR,
         export_w=100.0,
+        cycler=cycler,
     )
 
 
-def ac_and_charge(m: int, charge_from: int = 145, charge_min: int = 180) -> float:
-    """400 W of house, a 3.5 kW AC cycling 20 min on and 10 off, and a 3.6 kW charge that
+def ac_and_charge(
+    m: int, charge_from: int = 145, charge_min: int = 180, ac_w: float = 3_500.0
+) -> float:
+    """400 W of house, an AC (3.5 kW) cycling 20 min on and 10 off, and a 3.6 kW charge that
     rises and ends in the AC's off times."""
-    ac = 3_500.0 if m % 30 < 20 else 0.0
+    ac = ac_w if m % 30 < 20 else 0.0
     ev = 3_600.0 if charge_from <= m < charge_from + charge_min else 0.0
     return 400.0 + ac + ev
 
@@ -103,8 +108,28 @@ def test_no_layers_where_readings_hide_the_acs_off_times_or_a_chargers_soft_star
     assert layers_of(powers, times, max_gap_s=HOUR) == []
 
 
-def at(day: int, hour: float, hours: float) -> Layer:
-    return Layer(day * DAY + hour * HOUR, day * DAY + (hour + hours) * HOUR, 3_600.0 * hours, 400.0)
+@pytest.mark.parametrize(
+    ("cycler_w", "gap_at", "runs"),
+    [(2_800.0, None, 6), (2_800.0, 310, 5), (4_500.0, None, 0), (None, None, 0)],
+    ids=["its AC", "a gap mid-run", "another size", "none known"],
+)
+def test_a_layer_counts_the_runs_of_the_houses_cycler_on_top_of_it(cycler_w, gap_at, runs):
+    """A 2.8 kW AC cycles 20 min on, 10 off; a 180 min charge holds six of its runs. The
+    meter silent from 10 min into the last run, the layer ends with it still on: not seen to
+    step off. No run counts of another size (a water heater's), nor with no cycler known."""
+    cycler = Cycler(cycler_w, 0.15, 10 * 60.0) if cycler_w else None
+    powers = [ac_and_charge(m, ac_w=2_800.0) for m in range(600)]
+    times = np.arange(600, dtype=np.float64) * 60.0
+    if gap_at is not None:
+        times[gap_at:] += 3 * HOUR
+    layers = layers_of(powers, times, cycler=cycler)
+    (charge,) = [layer for layer in layers if layer.lasted > HOUR]
+    assert charge.cycled_on_top == runs
+
+
+def at(day: int, hour: float, hours: float, cycled_on_top: int = 0) -> Layer:
+    start, stop = day * DAY + hour * HOUR, day * DAY + (hour + hours) * HOUR
+    return Layer(start, stop, 3_600.0 * hours, 400.0, cycled_on_top)
 
 
 def lost(layers: list[Layer], found=(), heat=lambda t: False) -> list[Layer]:
@@ -116,6 +141,7 @@ def lost(layers: list[Layer], found=(), heat=lambda t: False) -> list[Layer]:
         outlast_factor=2.0,
         outlast_margin_s=2 * HOUR,
         in_the_heat_hours=heat,
+        cycled_on_min=2,
     )
 
 
@@ -143,6 +169,16 @@ def test_no_lost_charge_near_a_session_found_short_or_in_the_heat_hours():
     assert lost([*AC_RUNS, charge], found=near) == []
     assert lost([*AC_RUNS, at(5, 18.5, 1.25)]) == []
     assert lost([*AC_RUNS, charge], heat=lambda t: 17 <= (t % DAY) / HOUR <= 20) == []
+
+
+def test_a_layer_the_houses_ac_cycled_on_top_of_twice_is_a_lost_charge_at_any_hour():
+    """In the heat hours, as short as another day's AC run, but the AC stepped on and off it
+    twice: an AC does not cycle on top of itself. Once is not enough; nor near a session."""
+    heat = lambda t: True  # noqa: E731
+    long_run = at(2, 18.0, 2.0)
+    twice, once = at(5, 18.5, 1.0, cycled_on_top=2), at(6, 18.5, 1.0, cycled_on_top=1)
+    assert lost([*AC_RUNS, long_run, twice, once], heat=heat) == [twice]
+    assert lost([twice], found=[(twice.stop + 0.25 * HOUR, twice.stop + HOUR)]) == []
 
 
 def test_a_session_in_a_layer_that_rose_earlier_and_held_through_it_began_with_the_layer():

@@ -18,7 +18,7 @@ from edge_agent.agent import EdgeAgent
 from edge_agent.detector import DetectorConfig, MeterDetector
 from edge_agent.house import charging_power
 from edge_agent.metrics import EdgeMetrics
-from edge_agent.offline import detect
+from edge_agent.offline import _the_houses_cycler, detect
 from edge_agent.simulator import HouseholdSpec, simulate_household
 from edge_agent.store import TRANSACTION, AgentStore
 from schemas.pleevi import Measurement
@@ -458,6 +458,30 @@ def test_a_charge_found_late_begins_where_its_layer_rose():
     assert late.ev_energy_wh == pytest.approx(3600 * 3, rel=0.08)
     on_top = last_session(charge_among_the_ac_and_a_water_heater(1084))
     assert on_top.start_time == pytest.approx(day6 + 1084 * 60, abs=60)
+
+
+@pytest.mark.parametrize(
+    ("ev_w", "ac_runs", "cycler_w"),
+    [(4_000.0, 12, 2_900.0), (1_900.0, 12, None), (3_100.0, 12, None), (4_000.0, 6, None)],
+    ids=["its AC", "a Level 1 EV", "an AC of the EV's size", "too few runs"],
+)
+def test_the_houses_cycler_is_its_commonest_cycle_of_another_size_than_a_level_2_evs(
+    ev_w, ac_runs, cycler_w
+):
+    """Twelve runs of a 2.9 kW AC (within a few %) among three 4.5 kW water heater recoveries:
+    the AC is the house's cycler, whose runs on top of a layer show the layer is not its run.
+    Not where the EV is a Level 1 charger's (the size of loads that run for hours under the
+    AC), nor where it is the AC's size (within ``same_size_tolerance``), nor with the AC seen
+    in fewer than ``cycler_min_runs`` runs."""
+    ac = [[k * 3_600.0, 2_850.0 + 10.0 * (k % 10), 1_200.0] for k in range(ac_runs)]
+    heater = [[k * 7_200.0, 4_500.0, 2_400.0] for k in range(3)]
+    cycler = _the_houses_cycler(ac + heater, ev_w, DetectorConfig())
+    if cycler_w is None:
+        assert cycler is None
+    else:
+        assert cycler is not None
+        assert cycler.size_w == pytest.approx(cycler_w, rel=0.03)
+        assert cycler.min_s == DetectorConfig().stack_min_s
 
 
 def test_a_floor_under_the_sun_is_not_a_load_left_on_under_a_candidate():
