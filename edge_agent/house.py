@@ -37,7 +37,9 @@ def charging_power(
     on as many days: two appliances running together three times one evening are not a car.
     Nor are they where sessions on two days or more sit at half their power (within 10%):
     those are the EV alone, and the large ones the EV confirmed with a load of its own size on
-    top (a 3.5 kW charge under a 3.5 kW AC's run). Given whether each session began in the AC's
+    top (a 3.5 kW charge under a 3.5 kW AC's run). So, too, where the power most share is such
+    a large one and more sessions sit at its half than share it: the EV alone, more than 5%
+    apart where loads stepped about its edges. Given whether each session began in the AC's
     heat hours, the common power is an AC's runs only if half its sessions or more did."""
     heat = in_the_heat if in_the_heat is not None else [True] * len(powers)
     sessions = sorted(
@@ -59,8 +61,13 @@ def charging_power(
         and (power := statistics.median(q for q, _, _ in group)) >= large_w
         and not doubled(power)
     ]
-    shared = max(large, key=len) if large else most
-    return statistics.median(q for q, _, _ in shared)
+    if large:
+        return statistics.median(q for q, _, _ in max(large, key=len))
+    power = statistics.median(q for q, _, _ in most)
+    half = [q for q, _, _ in sessions if abs(2 * q - power) <= 0.1 * power]
+    if power >= large_w and doubled(power) and len(half) > len(most):
+        return statistics.median(half)  # the EV alone, scattered by loads around its edges
+    return power
 
 
 @dataclass

@@ -380,6 +380,22 @@ def test_large_sessions_at_twice_other_sessions_power_are_the_ev_under_a_load_it
     )
 
 
+def test_more_sessions_at_half_the_commonest_large_power_than_share_it_are_the_ev_alone():
+    """A 3.7 kW EV on hot days (house 1 of the hot-day, abrupt-end set): three evening charges
+    confirmed with a 3.5 kW AC on top (7.2-7.5 kW) share one power; the four alone scatter by
+    up to 8% (loads stepping about their edges) and share none. They sit at half the large
+    power and outnumber it: the house charges at about 3.5 kW, not 7.3. Control: a large EV's
+    twelve sessions with two stray ones at half stay the EV's."""
+    peaks = [3_292, 3_336, 3_610, 3_858, 7_189, 7_307, 7_544]
+    assert charging_power(peaks, large_w=5_500, days=[2, 4, 5, 13, 9, 10, 11]) == pytest.approx(
+        3_473, rel=0.01
+    )
+    large_ev = [10_700 + 20 * k for k in range(12)] + [5_300, 5_400]
+    assert charging_power(large_ev, large_w=5_500, days=list(range(14))) == pytest.approx(
+        10_810, rel=0.01
+    )
+
+
 def test_the_houses_charging_power_is_the_one_most_sessions_share():
     """Six sessions at 11 kW and five scattered below (a load on top through a short
     confirmation, partial sessions): the median would be 7.1 kW, and capping the house's
