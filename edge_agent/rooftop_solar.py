@@ -33,9 +33,8 @@ BINS = int(DAY_S // BIN_S)
 DAYS_KEPT = 11  # a running agent's: each night's estimate from the last eleven days' lows
 DAYS_AROUND = 5  # offline, each day's estimate from its lows and those of five days either side
 PEAK_SPAN = int(2 * 3600 // BIN_S)  # the sun's peak: the lowest lows on average over 2 h
-NIGHT_HALF = int(
-    3 * 3600 // BIN_S
-)  # the house's base: its lowest 3 h either side of the night's middle
+# The house's base: its lowest low within 3 h either side of the night's middle.
+NIGHT_HALF = int(3 * 3600 // BIN_S)
 
 
 def quarter_hour(t: np.ndarray) -> np.ndarray:
