@@ -11,13 +11,31 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge_agent.rooftop_solar import PanelLows
 from edge_agent.time_of_day import apart_in_the_day, hours_about
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from edge_agent.detector import DetectorConfig
+
+_Item = TypeVar("_Item")
+
+
+def _sharing(items: list[_Item], power: Callable[[_Item], float]) -> list[list[_Item]]:
+    """For each of ``items``, in ascending order, those whose ``power`` is within 5% of its."""
+    ordered = sorted(items, key=power)
+    return [[q for q in ordered if abs(power(q) - power(p)) <= 0.05 * power(p)] for p in ordered]
+
+
+def commonest_power(powers: list[float]) -> float:
+    """The power most of ``powers`` share (within 5%), the lowest such on a tie: the median of
+    those. Runs with another load stepping about their edges scatter; a median of all would
+    follow them where they are many."""
+    most: list[float] = max(_sharing(powers, float), key=len)
+    return statistics.median(most)
 
 
 def charging_power(
@@ -27,25 +45,25 @@ def charging_power(
     days: list[int] | None = None,
     in_the_heat: list[bool] | None = None,
 ) -> float:
-    """The power most of a house's sessions share (within 5%): sessions with another load on
-    top through their confirmation, or found where the EV was not, scatter; a median would
-    follow them when they are many. ``few`` sessions or more sharing a power above ``large_w``
-    (more than any one appliance draws), at least half as many as share the most common
-    power, are the EV's: an AC's long runs taken for charges on hot afternoons can outnumber
-    a large EV's sessions. (Charges confirmed with the AC on top share a large power too, but
-    they are a few of the house's sessions.) Given the sessions' ``days``, those few must fall
-    on as many days: two appliances running together three times one evening are not a car.
-    Nor are they where sessions on two days or more sit at half their power (within 10%):
-    those are the EV alone, and the large ones the EV confirmed with a load of its own size on
-    top (a 3.5 kW charge under a 3.5 kW AC's run). So, too, where the power most share is such
-    a large one and more sessions sit at its half than share it: the EV alone, more than 5%
-    apart where loads stepped about its edges. Given whether each session began in the AC's
-    heat hours, the common power is an AC's runs only if half its sessions or more did."""
+    """The power most of a house's sessions share (``commonest_power``): sessions with
+    another load on top through their confirmation, or found where the EV was not, scatter.
+    ``few`` sessions or more sharing a power above ``large_w`` (more than any one appliance
+    draws), at least half as many as share the most common power, are the EV's: an AC's long
+    runs taken for charges on hot afternoons can outnumber a large EV's sessions. (Charges
+    confirmed with the AC on top share a large power too, but they are a few of the house's
+    sessions.) Given the sessions' ``days``, those few must fall on as many days: two
+    appliances running together three times one evening are not a car. Nor are they where
+    sessions on two days or more sit at half their power (within 10%): those are the EV
+    alone, and the large ones the EV confirmed with a load of its own size on top (a 3.5 kW
+    charge under a 3.5 kW AC's run). So, too, where the power most share is such a large one
+    and more sessions sit at its half than share it: the EV alone, more than 5% apart where
+    loads stepped about its edges. Given whether each session began in the AC's heat hours,
+    the common power is an AC's runs only if half its sessions or more did."""
     heat = in_the_heat if in_the_heat is not None else [True] * len(powers)
     sessions = sorted(
         zip(powers, days if days is not None else range(len(powers)), heat, strict=True)
     )
-    groups = [[(q, d, h) for q, d, h in sessions if abs(q - p) <= 0.05 * p] for p, _, _ in sessions]
+    groups = _sharing(sessions, lambda session: session[0])
     most = max(groups, key=len)
     if 2 * sum(h for _, _, h in most) < len(most):
         return statistics.median(q for q, _, _ in most)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 import orjson
@@ -49,7 +49,7 @@ from edge_agent.held_layers import (
     rises_of_size,
     rose_at,
 )
-from edge_agent.house import House, charging_power
+from edge_agent.house import House, charging_power, commonest_power
 from edge_agent.rooftop_solar import panel_output
 from edge_agent.time_of_day import apart_in_the_day
 from schemas.pleevi import Measurement, TransactionState
@@ -194,8 +194,9 @@ def detect(
                 meter.asset_id, PLAUSIBLE_HOUSE_W, len(meter.powers), days,
             )  # fmt: skip
         cycles = _cycles_early_in(meter, config)
-        first, heat, _ = _sessions(meter, config, cycles)
-        kept = _of_the_households_ev(first, config, days)
+        first = _sessions(meter, config, cycles)
+        heat = first.heat_hours
+        kept = _of_the_households_ev(first.ended, config, days)
         ev_power = charging_power_w
         timer: float | None = None
         if len(kept) >= config.household_min_sessions:
@@ -215,11 +216,11 @@ def detect(
         if ev_power is not None or any(heat):
             # Second pass, knowing from the first (the whole file) the house's own charging
             # power and the hours its AC runs through the heat.
-            second, heat, late = _sessions(
+            second = _sessions(
                 meter, config, cycles, ev_power_w=ev_power, timer_s=timer, heat_hours=heat
             )
-            kept = _of_the_households_ev(second, config, days)
-            cycles = cycles + late
+            kept = _of_the_households_ev(second.ended, config, days)
+            heat, cycles = second.heat_hours, cycles + second.cycles
         if ev_power is not None:
             cycler = _the_houses_cycler(cycles, ev_power, config)
             kept = _over_the_whole_file(meter, kept, ev_power, heat, config, cycler=cycler)
@@ -286,6 +287,15 @@ class _MeterReadings:
             yield times[i], powers[i], None if math.isnan(e) else e
 
 
+class _Pass(NamedTuple):
+    """What a pass over the whole file found: its ``Ended`` transitions, and the AC's heat
+    hours and the cycles the detector knew at the end (``House.heat_hours``, ``cycles``)."""
+
+    ended: list[Transition]
+    heat_hours: list[list[float]]
+    cycles: list[list[float]]
+
+
 def _sessions(
     meter: _MeterReadings,
     config: DetectorConfig,
@@ -294,9 +304,8 @@ def _sessions(
     ev_power_w: float | None = None,
     timer_s: float | None = None,
     heat_hours: list[list[float]] | None = None,
-) -> tuple[list[Transition], list[list[float]], list[list[float]]]:
-    """The ``Ended`` transitions of one meter's readings, from a primed detector, and the
-    AC's heat hours and the cycles it knew at the end (``House.heat_hours``, ``cycles``)."""
+) -> _Pass:
+    """One pass of a primed detector over one meter's readings."""
     det = MeterDetector(
         meter.asset_id,
         config,
@@ -314,7 +323,7 @@ def _sessions(
         for tr in det.update(t, power, energy)
         if tr.state is TransactionState.ENDED
     ]
-    return ended + det.finish(), det.house.heat_hours, det.house.cycles
+    return _Pass(ended + det.finish(), det.house.heat_hours, det.house.cycles)
 
 
 def _of_the_households_ev(
@@ -422,7 +431,7 @@ def _the_houses_cycler(
     levels = [c[1] for c in cycles]
     if len(levels) < config.cycler_min_runs or ev_power < config.cycled_on_min_w:
         return None
-    size = charging_power(levels)  # the power most of them share
+    size = commonest_power(levels)
     tolerance = config.same_size_tolerance
     runs = sum(abs(level - size) <= tolerance * size for level in levels)
     if runs < config.cycler_min_runs or abs(ev_power - size) <= tolerance * ev_power:

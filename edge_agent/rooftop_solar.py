@@ -41,14 +41,16 @@ def quarter_hour(t: np.ndarray) -> np.ndarray:
     return ((t % DAY_S) // BIN_S).astype(np.int64)
 
 
-def daily_output(lows: np.ndarray, export_w: float) -> np.ndarray:
+def daily_output(lows: np.ndarray, export_w: float, night: int | None = None) -> np.ndarray:
     """The panels' output at each quarter hour of the UTC day (W, >= 0) from the house's
     lowest power at each (``inf`` where unread) over the days taken: nothing where fewer than
-    half the day's quarter hours were read (the night is not known)."""
+    half the day's quarter hours were read (the night is not known). ``night``: the quarter
+    hour of the night's middle, where the caller has it (``middle_of_the_night``)."""
     seen = np.isfinite(lows)
     if seen.sum() < BINS // 2:
         return np.zeros(BINS)
-    night = middle_of_the_night(lows, seen)
+    if night is None:
+        night = middle_of_the_night(lows, seen)
     # The house's base with no sun: its lowest low around the night's middle (not the
     # day's highest lows: an evening's loads keep those of its own hours high).
     around = (night + np.arange(-NIGHT_HALF, NIGHT_HALF + 1)) % BINS
@@ -142,9 +144,10 @@ class PanelLows:
         if seen.sum() < BINS // 2:
             self.renew_at = t + 3600.0
             return
-        night = (middle_of_the_night(lows, seen) + 0.5) * BIN_S
+        middle = middle_of_the_night(lows, seen)
+        night = (middle + 0.5) * BIN_S
         if apart_in_the_day(t, night) <= BIN_S:  # the night's middle
-            output = daily_output(lows, self.export_w)
+            output = daily_output(lows, self.export_w, middle)
             exported = float(lows[seen].min()) <= -self.export_w
             panels = exported and output.max() >= self.min_peak_w
             self.output = [round(w) for w in output.tolist()] if panels else None
