@@ -119,7 +119,7 @@ from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.30"
+DETECTOR_VERSION = "floor-step/1.31"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -164,6 +164,10 @@ class DetectorConfig:
     heat_run_s: float = 90 * 60.0  # a held run this long, the AC back after it: heat hours
     heat_margin_h: int = 2
     heat_min_days: int = 2
+    # ... on days within this long before: a running agent knows only the days before, so it
+    # looks back two weeks (a hot spell's afternoons); the offline mode, which knows the days
+    # after as well, the last 3 days (``offline.detect``).
+    heat_lookback_s: float = 14 * 86_400.0
     heat_memory: int = 8
     stack_tolerance: float = 0.2
     stack_min_s: float = 10 * 60.0  # an AC cycle; a dryer's or oven's heater cycles are shorter

@@ -215,13 +215,14 @@ class House:
             del ends[: -self.config.heat_memory]
 
     def in_the_heat_hours(self, t: float) -> bool:
-        """On ``heat_min_days`` days lately (or, offline, anywhere in the file), the AC ran
-        through the heat within ``heat_margin_h`` of this hour of the day: the first run of a
-        hot afternoon has no cycle just before it to give it away, but it comes at those hours."""
+        """On ``heat_min_days`` days in the last ``heat_lookback_s`` (offline, or after it in
+        the file), the AC ran through the heat within ``heat_margin_h`` of this hour of the day:
+        the first run of a hot afternoon has no cycle just before it to give it away, but it
+        comes at those hours."""
         cfg = self.config
         for hour in hours_about(t, cfg.heat_margin_h):
             ends = self.heat_hours[hour]
-            days = {int(end // 86_400) for end in ends if t - end <= cfg.cycle_lookback_s}
+            days = {int(end // 86_400) for end in ends if t - end <= cfg.heat_lookback_s}
             if len(days) >= cfg.heat_min_days:
                 return True
         return False

@@ -1198,6 +1198,30 @@ def test_a_hot_afternoons_first_run_is_known_by_the_hours_the_ac_ran_through_the
     assert control[0].start_time == pytest.approx(T0 + (48 + 6) * 3600, abs=60)
 
 
+def test_the_heat_hours_are_remembered_through_a_mild_spell():
+    """Two hot afternoons as above, four mild days of the AC cycling, then a hot afternoon's
+    first run at the same hours: the heat hours are 5 days old and still held (a running agent
+    remembers two weeks of them), so the run is not taken for a charge. Control: remembered
+    for 3 days only (``heat_lookback_s``, as the offline mode, which also knows the days after),
+    it is."""
+    loads = []
+    for day in range(7):
+        minute = day * 24 * 60
+        hot = day in {0, 1, 6}
+        if day < 6:
+            loads.append(_ac_cycles(minute + 60, minute + 360, 12, 18, 3500.0))
+        if hot:
+            loads.append(window(day * 24 + 6, day * 24 + 9, 3500.0))
+        after = minute + 9 * 60 + 5 if hot else minute + 6 * 60
+        loads.append(_ac_cycles(after, minute + 14 * 60, 12, 18, 3500.0))
+    readings = trace(60, 7 * 24, lambda t: sum(load(t) for load in loads))
+    _, out = run(readings)
+    assert S.STARTED not in states(out)
+    _, control = run(readings, DetectorConfig(heat_lookback_s=72 * 3600.0))
+    assert sessions(control) == [S.STARTED, S.ENDED]
+    assert control[0].start_time == pytest.approx(T0 + (6 * 24 + 6) * 3600, abs=60)
+
+
 def _heat_pump(start_h: float, end_h: float, rated_w: float = 4000.0):
     """A variable-speed heat pump: on at its lowest speed (1.2 kW), ramping 300 W a minute to
     ``rated_w``, then swinging slowly (+-8% over 40 min) until ``end_h``."""
