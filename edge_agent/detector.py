@@ -165,8 +165,8 @@ class DetectorConfig:
     heat_margin_h: int = 2
     heat_min_days: int = 2
     # ... on days within this long before: a running agent knows only the days before, so it
-    # looks back two weeks (a hot spell's afternoons); the offline mode, which knows the days
-    # after as well, the last 3 days (``offline.detect``).
+    # looks back two weeks (a hot spell's afternoons). The offline mode, which knows the days
+    # after as well, looks back ``cycle_lookback_s`` instead (``offline.detect``).
     heat_lookback_s: float = 14 * 86_400.0
     heat_memory: int = 8
     stack_tolerance: float = 0.2
