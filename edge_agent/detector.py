@@ -117,6 +117,7 @@ from typing import Any
 from edge_agent.house import House
 from edge_agent.interval_mean import IntervalMean
 from edge_agent.taper import extend_trend, small_change_climb, tapering_power, wound_down
+from edge_agent.time_of_day import DAY_S
 from schemas.pleevi import TransactionState
 
 DETECTOR_VERSION = "floor-step/1.31"
@@ -167,7 +168,7 @@ class DetectorConfig:
     # ... on days within this long before: a running agent knows only the days before, so it
     # looks back two weeks (a hot spell's afternoons). The offline mode, which knows the days
     # after as well, looks back ``cycle_lookback_s`` instead (``offline.detect``).
-    heat_lookback_s: float = 14 * 86_400.0
+    heat_lookback_s: float = 14 * DAY_S
     heat_memory: int = 8
     stack_tolerance: float = 0.2
     stack_min_s: float = 10 * 60.0  # an AC cycle; a dryer's or oven's heater cycles are shorter

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge_agent.rooftop_solar import PanelLows
-from edge_agent.time_of_day import apart_in_the_day, hours_about
+from edge_agent.time_of_day import DAY_S, apart_in_the_day, hours_about
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -222,7 +222,7 @@ class House:
         cfg = self.config
         for hour in hours_about(t, cfg.heat_margin_h):
             ends = self.heat_hours[hour]
-            days = {int(end // 86_400) for end in ends if t - end <= cfg.heat_lookback_s}
+            days = {int(end // DAY_S) for end in ends if t - end <= cfg.heat_lookback_s}
             if len(days) >= cfg.heat_min_days:
                 return True
         return False
@@ -233,7 +233,7 @@ class House:
 
     def saw_power(self, t: float, power_w: float) -> None:
         lows = self.hour_lows[int(t // 3600) % 24]
-        day = t // 86_400
+        day = t // DAY_S
         if lows and lows[-1][0] == day:
             lows[-1][1] = min(lows[-1][1], power_w)
         else:
@@ -244,7 +244,7 @@ class House:
         """The house's lowest net power at this hour of the day on its ``hour_low_days`` last
         days (while no load was followed): with rooftop solar, about the most the sun can take
         off its load now. At dusk a session's base, an export at its start, is no lower."""
-        day = t // 86_400
+        day = t // DAY_S
         span = self.config.hour_low_days
         lows = [w for d, w in self.hour_lows[int(t // 3600) % 24] if 0 < day - d <= span]
         return min(lows) if lows else None

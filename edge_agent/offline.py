@@ -51,7 +51,7 @@ from edge_agent.held_layers import (
 )
 from edge_agent.house import House, charging_power, commonest_power
 from edge_agent.rooftop_solar import panel_output
-from edge_agent.time_of_day import apart_in_the_day
+from edge_agent.time_of_day import DAY_S, apart_in_the_day
 from schemas.pleevi import Measurement, TransactionState
 from schemas.timefmt import format_utc
 
@@ -212,7 +212,7 @@ def detect(
                 ev_power = charging_power(
                     [tr.ev_peak_power_w for tr in kept],
                     config.large_load_w,
-                    days=[int(tr.start_time // 86_400) for tr in kept],
+                    days=[int(tr.start_time // DAY_S) for tr in kept],
                     in_the_heat=[house.in_the_heat_hours(tr.start_time) for tr in kept]
                     if meter.interval() <= READINGS_APART_S[1]
                     else None,
@@ -243,7 +243,7 @@ class _MeterReadings:
 
     def days(self) -> float:
         """How many days the readings span."""
-        return (max(self.times) - min(self.times)) / 86_400.0 if self.times else 0.0
+        return (max(self.times) - min(self.times)) / DAY_S if self.times else 0.0
 
     def interval(self) -> float:
         """The readings' median interval (s), in time order."""
@@ -467,14 +467,14 @@ def _off_the_daily_schedule(
     questioned."""
     small = sorted(
         (tr for tr in ended if tr.ev_peak_power_w < config.schedule_max_w),
-        key=lambda tr: tr.start_time % 86_400.0,
+        key=lambda tr: tr.start_time % DAY_S,
     )
     # By time of day, once more round the clock either side (a group may span midnight): each
     # session's group is a slice found by bisection, judged in numpy (a pool pump over years is
     # thousands of sessions in groups of thousands).
-    times = np.array([tr.start_time % 86_400.0 for tr in small])
-    around = np.concatenate([times - 86_400.0, times, times + 86_400.0])
-    days_on = np.array([tr.start_time // 86_400 for tr in small])
+    times = np.array([tr.start_time % DAY_S for tr in small])
+    around = np.concatenate([times - DAY_S, times, times + DAY_S])
+    days_on = np.array([tr.start_time // DAY_S for tr in small])
     hours = np.array([tr.duration_h for tr in small])
     slack, n = config.schedule_slack_s, len(small)
     need = max(config.household_min_sessions, config.schedule_min_share * days)
@@ -497,7 +497,7 @@ def _off_the_daily_schedule(
 def _charging_timer(sessions: list[Transition], config: DetectorConfig) -> float | None:
     """The time of day (s) at which several of a house's sessions started to the minute: a
     charging timer (set to an off-peak rate's start), or None."""
-    starts = sorted(tr.start_time % 86_400.0 for tr in sessions)
+    starts = sorted(tr.start_time % DAY_S for tr in sessions)
     best, best_count = None, 0
     for s in starts:
         near = [x for x in starts if apart_in_the_day(x, s) <= 60.0]
