@@ -166,9 +166,11 @@ class DetectorConfig:
     heat_margin_h: int = 2
     heat_min_days: int = 2
     # ... on days within this long before: a running agent knows only the days before, so it
-    # looks back two weeks (a hot spell's afternoons). The offline mode, which knows the days
-    # after as well, looks back ``cycle_lookback_s`` instead (``offline.detect``).
+    # looks back two weeks (a hot spell's afternoons). The offline mode knows the days after
+    # as well and counts days this far on either side instead (``offline.detect``): with two
+    # weeks there, more charges on afternoons that were not hot are held as the AC's runs.
     heat_lookback_s: float = 14 * DAY_S
+    offline_heat_lookback_s: float = 3 * DAY_S
     heat_memory: int = 8
     stack_tolerance: float = 0.2
     stack_min_s: float = 10 * 60.0  # an AC cycle; a dryer's or oven's heater cycles are shorter

@@ -177,12 +177,11 @@ def detect(
     sessions found late are begun where their charges rose and the charges lost under other
     loads are added (``_over_the_whole_file``).
 
-    The AC's heat hours count on the file's days after a reading as well as before it, so only
-    on the last ``cycle_lookback_s`` before it, not a running agent's two weeks: with those as
-    well, more charges on afternoons that were not hot are held back as the AC's runs.
+    The AC's heat hours count on the file's days after a reading as well as before it, so
+    within ``offline_heat_lookback_s`` of it, not a running agent's ``heat_lookback_s``.
     """
     config = config or DetectorConfig()
-    config = replace(config, heat_lookback_s=config.cycle_lookback_s)
+    config = replace(config, heat_lookback_s=config.offline_heat_lookback_s)
     by_meter: dict[str, _MeterReadings] = {}
     for asset_id, t, power, energy in readings:
         meter = by_meter.get(asset_id)

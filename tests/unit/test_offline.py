@@ -196,6 +196,30 @@ def test_the_hours_the_ac_runs_through_the_heat_are_known_from_the_files_first_d
     assert taken.start_time == pytest.approx(START.timestamp() + 840 * 60, abs=120)
 
 
+def test_the_offline_mode_counts_the_heat_hours_of_its_own_days_either_side():
+    """Two hot afternoons (the AC runs 14:00-17:00 straight after a cycle), seven mild days of
+    it cycling, then a hot afternoon whose run is the AC's first of the day. The offline mode
+    counts heat hours within ``offline_heat_lookback_s`` (3 days) either side of a run, so
+    the last run, a week after the others, is taken for a charge; counted over two weeks, it
+    is held as the AC's. The running agent's ``heat_lookback_s`` does not apply offline."""
+
+    def ac(m: int) -> float:
+        day, minute = divmod(m, 1440)
+        hot = day in (0, 1, 9)
+        cycling_before = day in (0, 1) and 600 <= minute < 822 and (minute - 600) % 30 < 12
+        first = 1025 if hot else 600
+        cycling_after = first <= minute < 1320 and (minute - first) % 30 < 12
+        running = hot and 840 <= minute < 1020
+        return 3500.0 if cycling_before or cycling_after or running else 0.0
+
+    rows = [("m", t.timestamp(), p, e) for t, p, e in minutes(10 * 24, ac)]
+    [taken] = detect(rows)
+    assert taken.start_time == pytest.approx(START.timestamp() + (9 * 1440 + 840) * 60, abs=120)
+    assert list(detect(rows, DetectorConfig(offline_heat_lookback_s=14 * 86_400.0))) == []
+    [still] = detect(rows, DetectorConfig(heat_lookback_s=14 * 86_400.0))
+    assert still.start_time == taken.start_time
+
+
 @pytest.mark.parametrize(
     "pump_on", [480, 1438]
 )  # 08:00, and 23:58 (starts either side of midnight)
