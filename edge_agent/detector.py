@@ -120,7 +120,7 @@ from edge_agent.taper import extend_trend, small_change_climb, tapering_power, w
 from edge_agent.time_of_day import DAY_S
 from schemas.pleevi import TransactionState
 
-DETECTOR_VERSION = "floor-step/1.31"
+DETECTOR_VERSION = "floor-step/1.32"
 _TX_NAMESPACE = uuid.UUID("6f1d8f0e-3c5a-4e1b-9a61-6b0c7e1d2f40")
 
 
@@ -678,7 +678,7 @@ class MeterDetector:
                 # the taper.
                 level = self._level_before(taper)
                 self.phase = Phase.POSTCHECK  # the whole candidate is past: all of it counts
-                stop = self._stop_between(t, excess, level)
+                stop = self._stop_between(t, p, excess, level)
                 return [self._confirm(t, level, 0.0), self._end(t, stop)]
             ended = self._end_if_tapered_off(t, flat_s=0.0)  # under loads stepping on and off
             if ended:
@@ -691,7 +691,7 @@ class MeterDetector:
                 self.post_from = max(self.last_p, self.prev_p)
                 self.post_top, self.post_low = self._fall_began(), p
                 self.post_fall = self.post_from - p
-                self.post_stop = self._stop_between(t, excess, level)
+                self.post_stop = self._stop_between(t, p, excess, level)
                 self.post_ramped = self._wound_down_to_stop(excess, level)
                 return []
             self._drop_candidate(t, p)
@@ -1342,7 +1342,7 @@ class MeterDetector:
             # Charging stopped. A sharp final fall may be another load's (the EV stopped under a
             # running AC earlier): take the EV-sized fall that matched its level best. A gradual
             # end is the EV's own taper.
-            stop = self._stop_between(t, excess, s.level_w)
+            stop = self._stop_between(t, p, excess, s.level_w)
             final_drop = max(self.last_p, self.prev_p) - p
             now_error = abs(final_drop - s.level_w) / s.level_w
             if (
@@ -1418,7 +1418,7 @@ class MeterDetector:
                 s.resume_since = None
                 return out
             if excess < cfg.tail_fraction * s.level_w:  # the charger's last step off
-                s.low_since = self._stop_between(t, excess, s.tail_w)
+                s.low_since = self._stop_between(t, p, excess, s.tail_w)
             s.tail_w = 0.0
         s.resume_since = None
         s.last_ev_w = 0.0
@@ -1512,16 +1512,26 @@ class MeterDetector:
         self._begin_candidate(began, base, p - base)
         return [ended]
 
-    def _stop_between(self, t: float, excess: float, level: float) -> float:
-        fraction = min(1.0, max(0.0, excess / level))
-        if fraction < 0.2:
-            fraction = 0.0
-        return round(t - self.interval_s + self.interval_s * fraction) if fraction else t
+    def _stop_between(self, t: float, p: float, excess: float, level: float) -> float:
+        """When the load of ``level`` stopped, the reading at ``t`` (power ``p``, ``excess``
+        over the base) the first to fall under it. A reading is its interval's mean, labelled
+        at the interval's start: the share of the level left in this one is how far into its
+        interval the load ran on; with none left, the share the one before held of it (a load
+        stopping late in an interval leaves most of it there)."""
+        now = min(1.0, excess / level)
+        if now >= 0.2:
+            return round(t + self.interval_s * now)
+        before = (self.last_p - (p - excess)) / level
+        if 0.2 <= before < 0.9 and self.last_t is not None:
+            return round(self.last_t + self.interval_s * before)
+        return t
 
     def _end(self, t: float, stop: float) -> Transition:
         s = self.session
         assert s is not None
-        tr = self._transition(TransactionState.ENDED, t, max(stop, s.start))
+        stop = max(stop, s.start)
+        # A stop inside the interval of the reading at ``t`` is after ``t`` (its label).
+        tr = self._transition(TransactionState.ENDED, max(t, stop), stop)
         if self.learns_house_power:
             self.house.learn_charging_power(tr.ev_peak_power_w)
         self.session = None
