@@ -162,19 +162,24 @@ def test_any_resolution(step):
     assert out[-1].ev_energy_wh == pytest.approx(7200 * 3, rel=0.05)
 
 
-@pytest.mark.parametrize("step", [300, 900])
-def test_a_charge_begins_and_ends_inside_the_intervals_whose_means_show_part_of_it(step):
+@pytest.mark.parametrize(("step", "stop_min"), [(900, 10), (900, 4), (300, 8)])
+def test_a_charge_begins_and_ends_inside_the_intervals_whose_means_show_part_of_it(
+    step, stop_min
+):
     """Readings every 5 or 15 min, each its interval's mean labelled at the interval's start
-    (as interval data is). A 7.2 kW charge from 2 h 3 min to 5 h 7 min shows as part of its
-    power in the means of the intervals it began and ended in: each end is placed inside its
-    interval by the share of the power it shows, not an interval early, and the last
-    interval's share of the energy is counted."""
-    ev = window(2 + 3 / 60, 5 + 7 / 60, 7200)
+    (as interval data is). A 7.2 kW charge from 2 h 3 min to 5 h and ``stop_min`` shows as
+    part of its power in the means of the intervals it began and ended in: each end is placed
+    inside its interval by the share of the power it shows. On 1.31 a stop showing over 40%
+    of it (10 of 15 min, 3 of 5) came at its interval's end, one under it (4 of 15) an
+    interval early; the last interval's share of the energy is counted."""
+    stop_h = 5 + stop_min / 60
+    ev = window(2 + 3 / 60, stop_h, 7200)
     _, out = run(trace(step, 8, _interval_means(ev, step)))
     assert sessions(out) == [S.STARTED, S.ENDED]
     assert out[0].start_time == pytest.approx(T0 + (2 * 60 + 3) * 60, abs=60)
-    assert out[-1].stop_time == pytest.approx(T0 + (5 * 60 + 7) * 60, abs=60)
-    assert out[-1].ev_energy_wh == pytest.approx(7200 * (3 + 4 / 60), rel=0.02)
+    assert out[-1].stop_time == pytest.approx(T0 + stop_h * 3600, abs=60)
+    assert out[-1].timestamp >= out[-1].stop_time
+    assert out[-1].ev_energy_wh == pytest.approx(7200 * (stop_h - 2 - 3 / 60), rel=0.02)
 
 
 def test_same_input_same_transaction_id():
