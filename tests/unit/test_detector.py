@@ -163,9 +163,7 @@ def test_any_resolution(step):
 
 
 @pytest.mark.parametrize(("step", "stop_min"), [(900, 10), (900, 4), (300, 8)])
-def test_a_charge_begins_and_ends_inside_the_intervals_whose_means_show_part_of_it(
-    step, stop_min
-):
+def test_a_charge_begins_and_ends_inside_the_intervals_whose_means_show_part_of_it(step, stop_min):
     """Readings every 5 or 15 min, each its interval's mean labelled at the interval's start
     (as interval data is). A 7.2 kW charge from 2 h 3 min to 5 h and ``stop_min`` shows as
     part of its power in the means of the intervals it began and ended in: each end is placed
