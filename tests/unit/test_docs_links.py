@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -23,14 +24,15 @@ def anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def anchors(path: Path) -> set[str]:
+@functools.cache  # a document is read once, however many links point into it
+def anchors(path: Path) -> frozenset[str]:
     found, fenced = set(), False
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("```"):
             fenced = not fenced
         elif not fenced and line.startswith("#"):
             found.add(anchor(line.lstrip("#")))
-    return found
+    return frozenset(found)
 
 
 def test_anchors_follow_githubs_rule():

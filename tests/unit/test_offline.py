@@ -21,6 +21,7 @@ from edge_agent.metrics import EdgeMetrics
 from edge_agent.offline import _the_houses_cycler, detect
 from edge_agent.simulator import HouseholdSpec, simulate_household
 from edge_agent.store import TRANSACTION, AgentStore
+from edge_agent.time_of_day import DAY_S
 from schemas.pleevi import Measurement
 from schemas.pleevi import TransactionState as S
 
@@ -215,8 +216,8 @@ def test_the_offline_mode_counts_the_heat_hours_of_its_own_days_either_side():
     rows = [("m", t.timestamp(), p, e) for t, p, e in minutes(10 * 24, ac)]
     [taken] = detect(rows)
     assert taken.start_time == pytest.approx(START.timestamp() + (9 * 1440 + 840) * 60, abs=120)
-    assert list(detect(rows, DetectorConfig(offline_heat_lookback_s=14 * 86_400.0))) == []
-    [still] = detect(rows, DetectorConfig(heat_lookback_s=14 * 86_400.0))
+    assert list(detect(rows, DetectorConfig(offline_heat_lookback_s=14 * DAY_S))) == []
+    [still] = detect(rows, DetectorConfig(heat_lookback_s=14 * DAY_S))
     assert still.start_time == taken.start_time
 
 
